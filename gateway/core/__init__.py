@@ -1,0 +1,1 @@
+"""The embedded conference core: WHIP/WHEP endpoints, per-meeting audio mixing, the web page."""
