@@ -1,0 +1,244 @@
+"""Audio codecs of the legacy leg (PCMU, PCMA, G.722) and the resampler toward aiortc's 48 kHz.
+
+Every codec turns one 20 ms frame of int16 mono PCM at the codec's *sample rate*
+into one RTP payload and back. Encoders and decoders are objects, not functions,
+because G.722 is an ADPCM codec whose state runs across frames: one encoder and
+one decoder per direction per call, never shared between calls.
+
+G.722's RTP clock is 8000 Hz although it samples at 16000 Hz (RFC 3551 section
+4.5.2, an error kept for compatibility), so the RTP timestamp step is 160 per
+20 ms for all three codecs while G.722's PCM frame is 320 samples.
+
+G.711 goes through lookup tables built once from ``audioop`` (ITU-T G.711 A-law
+and mu-law with the standard segment tables); ``audioop`` is deprecated in 3.11
+and removed in 3.13, so it is touched only here, at import, with its warning
+silenced. G.722 goes through FFmpeg's codec via PyAV.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import av
+import numpy as np
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+#: Every legacy codec here sends one frame per 20 ms (the RFC 3551 default ptime).
+FRAME_MS = 20
+
+
+class CodecError(ValueError):
+    """A payload or PCM frame the codec cannot handle (wrong size, corrupt data)."""
+
+
+class AudioEncoder(Protocol):
+    """Stateful PCM -> RTP payload for one direction of one call."""
+
+    def encode(self, pcm: np.ndarray) -> bytes: ...
+
+
+class AudioDecoder(Protocol):
+    """Stateful RTP payload -> PCM for one direction of one call."""
+
+    def decode(self, payload: bytes) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class AudioCodec:
+    """A legacy audio codec: its RTP identity and how to build per-call encoder/decoder objects."""
+
+    name: str
+    payload_type: int
+    clock_rate: int
+    sample_rate: int
+    _encoder: Callable[[], AudioEncoder]
+    _decoder: Callable[[], AudioDecoder]
+
+    @property
+    def samples_per_frame(self) -> int:
+        """PCM samples in one 20 ms frame at the codec's sample rate (160, or 320 for G.722)."""
+        return self.sample_rate * FRAME_MS // 1000
+
+    @property
+    def timestamp_step(self) -> int:
+        """RTP timestamp increment per 20 ms frame (160 for all three: G.722 ticks at 8 kHz)."""
+        return self.clock_rate * FRAME_MS // 1000
+
+    def encoder(self) -> AudioEncoder:
+        return self._encoder()
+
+    def decoder(self) -> AudioDecoder:
+        return self._decoder()
+
+
+def silence(samples: int) -> np.ndarray:
+    """``samples`` of digital silence as int16."""
+    return np.zeros(samples, dtype=np.int16)
+
+
+# -- G.711 ----------------------------------------------------------------------------
+
+def _g711_tables(to_law: Callable[[bytes, int], bytes], from_law: Callable[[bytes, int], bytes]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(encode table indexed by uint16 view of int16 PCM, decode table indexed by code byte)."""
+    all_pcm = np.arange(-32768, 32768, dtype=np.int16)
+    enc = np.frombuffer(to_law(all_pcm.tobytes(), 2), dtype=np.uint8)
+    encode_table = np.empty(65536, dtype=np.uint8)
+    encode_table[all_pcm.view(np.uint16)] = enc
+    decode_table = np.frombuffer(from_law(bytes(range(256)), 2), dtype=np.int16).copy()
+    return encode_table, decode_table
+
+
+_ULAW_ENC, _ULAW_DEC = _g711_tables(audioop.lin2ulaw, audioop.ulaw2lin)
+_ALAW_ENC, _ALAW_DEC = _g711_tables(audioop.lin2alaw, audioop.alaw2lin)
+
+
+class G711Encoder:
+    """G.711 is stateless, but it keeps the same object interface as G.722."""
+
+    def __init__(self, table: np.ndarray) -> None:
+        self._table = table
+
+    def encode(self, pcm: np.ndarray) -> bytes:
+        return self._table[np.asarray(pcm, dtype=np.int16).view(np.uint16)].tobytes()
+
+
+class G711Decoder:
+    def __init__(self, table: np.ndarray) -> None:
+        self._table = table
+
+    def decode(self, payload: bytes) -> np.ndarray:
+        return self._table[np.frombuffer(payload, dtype=np.uint8)]
+
+
+# -- G.722 ----------------------------------------------------------------------------
+
+class G722Encoder:
+    """One FFmpeg G.722 encoder context: ADPCM state carries over from frame to frame."""
+
+    def __init__(self) -> None:
+        ctx = av.CodecContext.create("g722", "w")
+        ctx.sample_rate = 16000
+        ctx.layout = "mono"
+        ctx.format = "s16"
+        ctx.open()
+        self._ctx = ctx
+        self._pts = 0
+
+    def encode(self, pcm: np.ndarray) -> bytes:
+        samples = np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = 16000
+        frame.pts = self._pts
+        self._pts += samples.shape[1]
+        return b"".join(bytes(p) for p in self._ctx.encode(frame))
+
+
+class G722Decoder:
+    """One FFmpeg G.722 decoder context (4 bits per 16 kHz sample pair -> 2 samples per byte)."""
+
+    def __init__(self) -> None:
+        ctx = av.CodecContext.create("g722", "r")
+        ctx.sample_rate = 16000
+        ctx.layout = "mono"
+        ctx.format = "s16"
+        self._ctx = ctx
+
+    def decode(self, payload: bytes) -> np.ndarray:
+        if not payload:
+            return silence(0)
+        try:
+            frames = self._ctx.decode(av.Packet(payload))
+        except av.error.FFmpegError as exc:  # type: ignore[attr-defined]
+            raise CodecError(f"G.722 payload of {len(payload)} bytes could not be decoded: {exc}") from exc
+        if not frames:
+            return silence(0)
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int16, copy=False)
+
+
+PCMU = AudioCodec("PCMU", 0, 8000, 8000, lambda: G711Encoder(_ULAW_ENC), lambda: G711Decoder(_ULAW_DEC))
+PCMA = AudioCodec("PCMA", 8, 8000, 8000, lambda: G711Encoder(_ALAW_ENC), lambda: G711Decoder(_ALAW_DEC))
+G722 = AudioCodec("G722", 9, 8000, 16000, G722Encoder, G722Decoder)
+
+#: The legacy audio codecs by SDP encoding name (upper case, as ``choose_audio`` reports it).
+AUDIO_CODECS: dict[str, AudioCodec] = {c.name: c for c in (PCMU, PCMA, G722)}
+
+
+def codec_by_name(encoding: str) -> AudioCodec:
+    """The codec for an SDP encoding name (case-insensitive); ``KeyError`` with the known names if absent."""
+    try:
+        return AUDIO_CODECS[encoding.upper()]
+    except KeyError:
+        raise KeyError(f"unsupported audio codec {encoding!r}; supported: {sorted(AUDIO_CODECS)}") from None
+
+
+# -- resampling -------------------------------------------------------------------------
+
+class Resampler:
+    """Stateful mono int16 resampler (FFmpeg's swresample through PyAV), one per direction.
+
+    State matters: the filter's history spans frame boundaries, so feeding 20 ms
+    blocks through one object gives a continuous signal where per-block
+    resampling would click at every boundary. Output sizes vary around the
+    nominal ratio (the filter delay shows up as a short first block), so callers
+    queue the output in a :class:`PcmFifo` and take fixed 20 ms blocks from it.
+    """
+
+    def __init__(self, in_rate: int, out_rate: int) -> None:
+        self.in_rate = in_rate
+        self.out_rate = out_rate
+        self._r = None if in_rate == out_rate else av.AudioResampler(format="s16", layout="mono", rate=out_rate)
+
+    def process(self, pcm: np.ndarray) -> np.ndarray:
+        samples = np.ascontiguousarray(pcm, dtype=np.int16)
+        if self._r is None or samples.size == 0:
+            return samples
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.in_rate
+        out = [f.to_ndarray().reshape(-1) for f in self._r.resample(frame)]
+        return np.concatenate(out) if out else silence(0)
+
+
+def downmix(frame_array: np.ndarray, channels: int, planar: bool) -> np.ndarray:
+    """Mono int16 from a PyAV audio ndarray (packed: shape (1, n*ch) interleaved; planar: (ch, n))."""
+    if channels <= 1:
+        return np.asarray(frame_array, dtype=np.int16).reshape(-1)
+    x = frame_array.reshape(channels, -1) if planar else frame_array.reshape(-1, channels).T
+    return (x.astype(np.int32).sum(axis=0) // channels).astype(np.int16)
+
+
+class PcmFifo:
+    """A bounded FIFO of int16 samples between two clocks: when it grows past ``max_samples`` the
+    oldest samples go, so a faster producer can never make the delay grow without bound."""
+
+    def __init__(self, max_samples: int) -> None:
+        self.max_samples = max_samples
+        self._buf = silence(0)
+        self.dropped_samples = 0
+
+    def __len__(self) -> int:
+        return int(self._buf.size)
+
+    def push(self, pcm: np.ndarray) -> None:
+        buf = np.concatenate((self._buf, np.asarray(pcm, dtype=np.int16).reshape(-1)))
+        excess = buf.size - self.max_samples
+        if excess > 0:
+            self.dropped_samples += excess
+            buf = buf[excess:]
+        self._buf = buf
+
+    def pop(self, n: int) -> np.ndarray | None:
+        """Exactly ``n`` samples, or None (and nothing consumed) if fewer are queued."""
+        if self._buf.size < n:
+            return None
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def clear(self) -> None:
+        self._buf = silence(0)

@@ -1,0 +1,375 @@
+"""The legacy leg: one call's plain RTP audio toward a SIP/H.323 endpoint.
+
+Split the aioquic way: :class:`RtpInbound` (source latching, payload-type check,
+decode, DTMF), :class:`RtpOutbound` (packetiser) and :class:`FrameClock`
+(20 ms pacing) are sans-IO and unit-tested with no sockets; :class:`LegacyAudioLeg`
+only moves datagrams between them and an asyncio UDP endpoint (Twisted runs on
+the same asyncio loop, so the loop's own datagram transport is the lightest path).
+
+Source latching (no RTP bleed): only packets from the IP address the SDP named
+are considered; the first valid one fixes the (IP, port) and from then on
+anything else is dropped and counted. We send to the SDP-named address and port
+(RFC 3264 section 5: that is where the endpoint said it receives), not to the
+latched port, so a host that sends from a different port than it receives on
+still hears us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import structlog
+
+from bridge.codecs import (
+    AudioCodec,
+    AudioDecoder,
+    AudioEncoder,
+    CodecError,
+    PcmFifo,
+    silence,
+)
+from bridge.ports import PortLease
+from bridge.rtp import DtmfReceiver, RtpError, RtpPacket, looks_like_rtcp, seq_newer
+
+log = structlog.get_logger("bridge.legacy_leg")
+
+Address = tuple[Any, ...]
+
+#: How much PCM the outbound FIFO may hold before the oldest goes (delay never grows past this).
+OUTBOUND_MAX_MS = 200
+#: A clock that falls further behind than this skips frames instead of bursting them out.
+MAX_CLOCK_LAG = 0.1
+#: At most one ``bridge.rtp.dropped`` line per leg per this many seconds.
+DROP_LOG_INTERVAL = 5.0
+
+
+@dataclass
+class LegCounters:
+    """Every counter of the legacy leg, declared once. ``packets_in``/``bytes_in`` count accepted
+    packets only; each dropped packet is counted in exactly one ``dropped_*`` field."""
+
+    packets_in: int = 0
+    bytes_in: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
+    dropped_wrong_source: int = 0
+    dropped_bad_packet: int = 0
+    dropped_wrong_pt: int = 0
+    dropped_late: int = 0
+    rtcp_in: int = 0
+    dtmf_events: int = 0
+    clock_skipped_frames: int = 0
+    outbound_overflow_samples: int = 0
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_wrong_source + self.dropped_bad_packet + self.dropped_wrong_pt + self.dropped_late
+
+    def as_dict(self) -> dict[str, int]:
+        d = asdict(self)
+        d["dropped"] = self.dropped
+        return d
+
+
+def _normalise_ip(address: str) -> str:
+    return str(ipaddress.ip_address(address))
+
+
+class RtpInbound:
+    """Receive side of the leg, sans-IO: ``receive(data, addr)`` returns decoded PCM or None.
+
+    Accepts the negotiated audio payload type and (if negotiated) telephone-event;
+    every refusal is counted in ``counters`` by its reason.
+    """
+
+    def __init__(
+        self,
+        *,
+        remote_address: str,
+        payload_type: int,
+        decoder: AudioDecoder,
+        counters: LegCounters,
+        telephone_event_pt: int | None = None,
+        on_dtmf: Callable[[str], None] | None = None,
+    ) -> None:
+        self.expected_ip = _normalise_ip(remote_address)
+        self.payload_type = payload_type
+        self.telephone_event_pt = telephone_event_pt
+        self.latched: Address | None = None
+        self.counters = counters
+        self._decoder = decoder
+        self._dtmf = DtmfReceiver(on_dtmf)
+        self._ssrc: int | None = None
+        self._last_seq: int | None = None
+        self.last_drop_reason: str | None = None
+
+    @property
+    def on_dtmf(self) -> Callable[[str], None] | None:
+        return self._dtmf.on_digit
+
+    @on_dtmf.setter
+    def on_dtmf(self, callback: Callable[[str], None] | None) -> None:
+        self._dtmf.on_digit = callback
+
+    def _drop(self, reason: str) -> None:
+        setattr(self.counters, f"dropped_{reason}", getattr(self.counters, f"dropped_{reason}") + 1)
+        self.last_drop_reason = reason
+
+    def _source_ok(self, addr: Address) -> bool:
+        if self.latched is not None:
+            return addr[0] == self.latched[0] and addr[1] == self.latched[1]
+        try:
+            return _normalise_ip(addr[0]) == self.expected_ip
+        except ValueError:
+            return False
+
+    def receive(self, data: bytes, addr: Address) -> np.ndarray | None:
+        """One datagram from ``addr``: decoded PCM for an accepted audio packet, else None."""
+        if not self._source_ok(addr):
+            self._drop("wrong_source")
+            return None
+        if looks_like_rtcp(data):
+            self.counters.rtcp_in += 1
+            return None
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpError:
+            self._drop("bad_packet")
+            return None
+        pt = packet.payload_type
+        if pt != self.payload_type and (self.telephone_event_pt is None or pt != self.telephone_event_pt):
+            self._drop("wrong_pt")
+            return None
+        if packet.ssrc != self._ssrc:  # new stream (first packet, or the endpoint restarted it)
+            self._ssrc, self._last_seq = packet.ssrc, None
+        elif self._last_seq is not None and not seq_newer(packet.sequence_number, self._last_seq):
+            self._drop("late")  # duplicate or reordered behind a newer one: no jitter buffer yet
+            return None
+        if pt == self.payload_type:
+            try:
+                pcm = self._decoder.decode(packet.payload)
+            except CodecError:
+                self._drop("bad_packet")
+                return None
+        else:
+            try:
+                self._dtmf.receive(packet)
+            except RtpError:
+                self._drop("bad_packet")
+                return None
+            self.counters.dtmf_events = self._dtmf.events
+            pcm = None
+        if self.latched is None:
+            self.latched = (addr[0], addr[1])
+        self._last_seq = packet.sequence_number
+        self.counters.packets_in += 1
+        self.counters.bytes_in += len(data)
+        return pcm
+
+
+class RtpOutbound:
+    """Send side, sans-IO: one 20 ms PCM frame in, one RTP datagram out.
+
+    Our own SSRC, sequence number and timestamp start at random values (RFC 3550
+    section 5.1); the marker is set on the first packet of the talkspurt, which
+    for a continuous (no-VAD) sender is only the first packet.
+    """
+
+    def __init__(self, *, payload_type: int, timestamp_step: int, encoder: AudioEncoder,
+                 ssrc: int | None = None, sequence_number: int | None = None,
+                 timestamp: int | None = None) -> None:
+        rnd = random.SystemRandom()
+        self.payload_type = payload_type
+        self.timestamp_step = timestamp_step
+        self.ssrc = rnd.getrandbits(32) if ssrc is None else ssrc
+        self.sequence_number = rnd.getrandbits(16) if sequence_number is None else sequence_number
+        self.timestamp = rnd.getrandbits(32) if timestamp is None else timestamp
+        self._encoder = encoder
+        self._first = True
+
+    def skip(self, frames: int) -> None:
+        """Frames that were never sent still took time: the timestamp moves on, the sequence does not."""
+        self.timestamp = (self.timestamp + frames * self.timestamp_step) & 0xFFFFFFFF
+
+    def packet(self, pcm: np.ndarray) -> bytes:
+        data = bytes(RtpPacket(
+            payload_type=self.payload_type,
+            sequence_number=self.sequence_number,
+            timestamp=self.timestamp,
+            ssrc=self.ssrc,
+            payload=self._encoder.encode(pcm),
+            marker=self._first,
+        ))
+        self._first = False
+        self.sequence_number = (self.sequence_number + 1) & 0xFFFF
+        self.timestamp = (self.timestamp + self.timestamp_step) & 0xFFFFFFFF
+        return data
+
+
+class FrameClock:
+    """Deadlines of a fixed-period sender on absolute time, so scheduling jitter never drifts the rate.
+
+    ``due(now)`` says how many frames to send now and how many to skip: a short
+    stall is caught up (the receiver's jitter buffer absorbs a small burst); a
+    stall longer than ``max_lag`` skips the missed frames instead of flooding.
+    """
+
+    def __init__(self, start: float, period: float = 0.02, max_lag: float = MAX_CLOCK_LAG) -> None:
+        self.period = period
+        self.max_lag = max_lag
+        self.next_deadline = start
+
+    def due(self, now: float) -> tuple[int, int]:
+        """(frames to send now, frames skipped) at time ``now``."""
+        if now < self.next_deadline:
+            return 0, 0
+        late = int((now - self.next_deadline) // self.period) + 1
+        skipped = 0
+        if (late - 1) * self.period > self.max_lag:
+            skipped, late = late - 1, 1
+        self.next_deadline += (late + skipped) * self.period
+        return late, skipped
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, leg: LegacyAudioLeg) -> None:
+        self._leg = leg
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self._leg._datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a peer not yet listening: normal at call start, not fatal.
+        log.debug("bridge.rtp.socket_error", error=str(exc))
+
+
+class LegacyAudioLeg:
+    """One call's RTP endpoint toward the legacy side, on a port lease from :class:`PortAllocator`.
+
+    Inbound PCM (at the codec's sample rate, 20 ms blocks) goes to ``on_audio``;
+    outbound PCM comes in through :meth:`push_audio` and is sent on the leg's own
+    20 ms clock, silence whenever the FIFO is short.
+    """
+
+    def __init__(
+        self,
+        *,
+        lease: PortLease,
+        codec: AudioCodec,
+        payload_type: int,
+        remote_address: str,
+        remote_port: int,
+        telephone_event_pt: int | None = None,
+        on_audio: Callable[[np.ndarray], None] | None = None,
+        on_dtmf: Callable[[str], None] | None = None,
+    ) -> None:
+        self.lease = lease
+        self.codec = codec
+        self.remote = (remote_address, remote_port)
+        self.counters = LegCounters()
+        self.on_audio = on_audio
+        self.inbound = RtpInbound(remote_address=remote_address, payload_type=payload_type,
+                                  decoder=codec.decoder(), counters=self.counters,
+                                  telephone_event_pt=telephone_event_pt, on_dtmf=on_dtmf)
+        self.outbound = RtpOutbound(payload_type=payload_type, timestamp_step=codec.timestamp_step,
+                                    encoder=codec.encoder())
+        self.fifo = PcmFifo(codec.sample_rate * OUTBOUND_MAX_MS // 1000)
+        self._silence = silence(codec.samples_per_frame)
+        self._transport: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._clock: FrameClock | None = None
+        self._closed = False
+        self._last_drop_log = float("-inf")
+        self._dropped_at_last_log = 0
+
+    @property
+    def local_port(self) -> int:
+        return self.lease.rtp_port
+
+    async def start(self) -> None:
+        """Attach the bound socket to the loop and start the outbound 20 ms clock."""
+        if self._closed:
+            raise RuntimeError("legacy leg already closed")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=self.lease.rtp_socket)
+        self._transport = transport  # type: ignore[assignment]
+        self._clock = FrameClock(loop.time())
+        self._tick()
+        log.info("bridge.leg.up", leg="legacy", codec=self.codec.name, local_port=self.local_port)
+
+    def push_audio(self, pcm: np.ndarray) -> None:
+        """PCM at the codec's sample rate for the endpoint to hear (any length; queued, bounded)."""
+        self.fifo.push(pcm)
+        self.counters.outbound_overflow_samples = self.fifo.dropped_samples
+
+    def _tick(self) -> None:
+        if self._closed or self._loop is None or self._clock is None or self._transport is None:
+            return
+        send, skipped = self._clock.due(self._loop.time())
+        if skipped:
+            self.counters.clock_skipped_frames += skipped
+            self.outbound.skip(skipped)
+        n = self.codec.samples_per_frame
+        for _ in range(send):
+            pcm = self.fifo.pop(n)
+            data = self.outbound.packet(self._silence if pcm is None else pcm)
+            self._transport.sendto(data, self.remote)
+            self.counters.packets_out += 1
+            self.counters.bytes_out += len(data)
+        self._timer = self._loop.call_at(self._clock.next_deadline, self._tick)
+
+    def _datagram_received(self, data: bytes, addr: Address) -> None:
+        if self._closed:
+            return
+        pcm = self.inbound.receive(data, addr)
+        if pcm is not None:
+            if self.on_audio is not None and pcm.size:
+                self.on_audio(pcm)
+        elif self.counters.dropped != self._dropped_at_last_log:
+            self._maybe_log_drops()
+
+    def _maybe_log_drops(self) -> None:
+        now = self._loop.time() if self._loop is not None else 0.0
+        if now - self._last_drop_log < DROP_LOG_INTERVAL:
+            return
+        c = self.counters
+        log.warning("bridge.rtp.dropped", leg="legacy", local_port=self.local_port,
+                    since_last=c.dropped - self._dropped_at_last_log, last_reason=self.inbound.last_drop_reason,
+                    wrong_source=c.dropped_wrong_source, bad_packet=c.dropped_bad_packet,
+                    wrong_pt=c.dropped_wrong_pt, late=c.dropped_late)
+        self._last_drop_log = now
+        self._dropped_at_last_log = c.dropped
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "encryption": "plain",
+            "codec": self.codec.name,
+            "payload_type": self.outbound.payload_type,
+            "local_port": self.local_port,
+            "latched": self.inbound.latched is not None,
+            **self.counters.as_dict(),
+        }
+
+    def close(self) -> None:
+        """Stop the clock, close the socket, release the ports. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._transport is not None:
+            self._transport.close()
+        self.lease.release()
+        if self._transport is None:
+            return  # never started: it was never up
+        log.info("bridge.leg.down", leg="legacy", local_port=self.local_port,
+                 packets_in=self.counters.packets_in, packets_out=self.counters.packets_out,
+                 dropped=self.counters.dropped)

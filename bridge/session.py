@@ -1,0 +1,160 @@
+"""One call's media: a legacy RTP leg and a WebRTC leg into a meeting of the conference core.
+
+Two steps, because the SIP answer must name our RTP port before the media runs:
+
+1. ``MediaSession.allocate(...)`` (sync) binds the RTP/RTCP port pair from the
+   configured range and builds both legs; ``session.local_port`` is then known.
+   It raises :class:`bridge.ports.NoFreePort` (or ``KeyError`` for a codec we do
+   not carry) before anything reaches the core.
+2. ``await session.start()`` joins the core (WHIP publish + WHEP subscribe,
+   waits for DTLS-SRTP to connect) and then starts the legacy leg's socket and
+   20 ms clock. It raises :class:`bridge.whip_client.CoreError` subclasses; the
+   caller still owns ``close()`` afterwards (close is idempotent).
+
+``MediaSession.open(...)`` does both for callers that do not need the port early.
+
+The caller's audio flows legacy leg -> decode -> WebRTC track (resampled to
+48 kHz); the meeting's audio flows WHEP track -> mono at the codec rate ->
+the legacy leg's bounded FIFO -> encode on the leg's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from bridge.codecs import codec_by_name
+from bridge.legacy_leg import LegacyAudioLeg
+from bridge.ports import PortAllocator
+from bridge.webrtc_leg import WebRtcLeg
+from bridge.whip_client import WhipClient
+
+log = structlog.get_logger("bridge.session")
+
+
+class MediaSession:
+    """A call's two legs, wired to each other. Build with :meth:`allocate` or :meth:`open`."""
+
+    def __init__(self, *, meeting: str, legacy: LegacyAudioLeg, webrtc: WebRtcLeg, display_name: str) -> None:
+        self.meeting = meeting
+        self.legacy = legacy
+        self.webrtc = webrtc
+        #: Shown in the core's roster (sent as ``?name=``); never logged (privacy).
+        self.display_name = display_name
+        #: Called once with a reason if the WebRTC side ends on its own (failed, removed by the core).
+        #: Informational: the owner decides (hang up the call) and calls :meth:`close`.
+        self.on_ended: Callable[[str], None] | None = None
+        #: Called with each DTMF digit the caller sends (RFC 4733), e.g. "5", "#".
+        self.on_dtmf: Callable[[str], None] | None = None
+        self._started = False
+        self._closed = False
+        self._opened_at: float | None = None
+        legacy.on_audio = webrtc.feed
+        legacy.inbound.on_dtmf = self._dtmf
+        webrtc.on_audio = legacy.push_audio
+        webrtc.on_ended = self._webrtc_ended
+
+    @classmethod
+    def allocate(
+        cls,
+        *,
+        reactor: Any,
+        meeting: str,
+        core_url: str,
+        media_address: str,
+        port_allocator: PortAllocator,
+        encoding: str,
+        payload_type: int,
+        remote_address: str,
+        remote_port: int,
+        telephone_event_pt: int | None = None,
+        display_name: str = "",
+        http: WhipClient | None = None,
+    ) -> MediaSession:
+        """Bind the legacy port pair and build both legs; nothing is sent yet.
+
+        ``media_address`` must be the address ``port_allocator`` binds on (it is
+        checked, since the SIP answer will name it).
+        """
+        codec = codec_by_name(encoding)
+        if media_address != port_allocator.address:
+            raise ValueError(f"media address {media_address} differs from the port allocator's "
+                             f"{port_allocator.address}")
+        lease = port_allocator.allocate()
+        try:
+            legacy = LegacyAudioLeg(lease=lease, codec=codec, payload_type=payload_type,
+                                    remote_address=remote_address, remote_port=remote_port,
+                                    telephone_event_pt=telephone_event_pt)
+            webrtc = WebRtcLeg(reactor=reactor, core_url=core_url, meeting=meeting,
+                               legacy_rate=codec.sample_rate, http=http, display_name=display_name)
+        except BaseException:
+            lease.release()
+            raise
+        return cls(meeting=meeting, legacy=legacy, webrtc=webrtc, display_name=display_name)
+
+    @classmethod
+    async def open(cls, **kwargs: Any) -> MediaSession:
+        """:meth:`allocate` then :meth:`start`; on a failed start the session is closed before raising."""
+        session = cls.allocate(**kwargs)
+        try:
+            await session.start()
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
+    @property
+    def local_port(self) -> int:
+        return self.legacy.local_port
+
+    async def start(self) -> None:
+        """Join the core, then start the legacy leg. Raises CoreError subclasses on failure."""
+        if self._closed:
+            raise RuntimeError("media session already closed")
+        if self._started:
+            return
+        self._started = True
+        self._opened_at = asyncio.get_running_loop().time()
+        await self.webrtc.join()
+        if self._closed:  # closed while joining (caller hung up)
+            return
+        await self.legacy.start()
+
+    def _webrtc_ended(self, reason: str) -> None:
+        if not self._closed and self.on_ended is not None:
+            self.on_ended(reason)
+
+    def _dtmf(self, digit: str) -> None:
+        log.info("bridge.dtmf", meeting=self.meeting)  # the digit itself may be a PIN: not logged
+        if self.on_dtmf is not None:
+            self.on_dtmf(digit)
+
+    async def close(self) -> None:
+        """Tear down both legs and release the port pair. Idempotent; safe before/while starting."""
+        if self._closed:
+            return
+        self._closed = True
+        self.legacy.close()
+        try:
+            await self.webrtc.leave()
+        finally:
+            duration = (asyncio.get_running_loop().time() - self._opened_at) if self._opened_at else 0.0
+            s = self.stats()
+            log.info("bridge.session.closed", meeting=self.meeting, codec=s["codec"],
+                     seconds=round(duration, 1),
+                     legacy_in=s["legacy"]["packets_in"], legacy_out=s["legacy"]["packets_out"],
+                     legacy_dropped=s["legacy"]["dropped"], webrtc_in=s["webrtc"]["frames_in"],
+                     webrtc_out=s["webrtc"]["frames_out"])
+
+    def stats(self) -> dict[str, Any]:
+        """Per-leg counters and encryption: ``{"codec", "local_port", "legacy": {...}, "webrtc": {...}}``."""
+        return {
+            "codec": self.legacy.codec.name,
+            "local_port": self.local_port,
+            "closed": self._closed,
+            "legacy": self.legacy.stats(),
+            "webrtc": self.webrtc.stats(),
+        }

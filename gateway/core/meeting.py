@@ -1,0 +1,223 @@
+"""One meeting: its participants, the publishers' audio FIFOs, the 20 ms mixer clock, the video switch.
+
+A meeting exists while it has participants; the core drops it (and with it
+every sample, energy and frame it held) when the last one leaves. All of it
+runs on the one asyncio loop, so no locks: state changes happen between awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import av
+import structlog
+from aiortc import RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from gateway.core.mixer import (
+    BLOCK_SAMPLES,
+    SAMPLE_RATE,
+    TICK_SECONDS,
+    SampleFifo,
+    block_energy,
+    mix_minus,
+)
+from gateway.core.speaker import smooth
+from gateway.core.tracks import MixAudioTrack, SwitchedVideoTrack
+from gateway.core.video import VideoSwitch
+
+log = structlog.get_logger("gateway.core")
+
+ParticipantKind = Literal["whip", "whep"]
+
+CLOCK_RESYNC_SECONDS = 0.2
+"""If the loop stalls longer than this, the clock skips the missed ticks instead of bursting them."""
+
+
+@dataclass(frozen=True)
+class ParticipantInfo:
+    """What the roster shows about a participant (no addresses: those stay out of state and logs)."""
+
+    id: str
+    kind: ParticipantKind
+    display_name: str | None
+    created: float
+    """Wall-clock join time (``time.time()``), for display only."""
+    exclude: str | None = None
+
+
+@dataclass
+class Participant:
+    """A WHIP publisher or WHEP subscriber and everything that must be torn down when it leaves."""
+
+    id: str
+    kind: ParticipantKind
+    pc: RTCPeerConnection
+    display_name: str | None = None
+    exclude: str | None = None
+    created: float = field(default_factory=time.time)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    audio: MixAudioTrack | None = None
+    video: SwitchedVideoTrack | None = None
+    has_audio_reader: bool = False
+
+    def info(self) -> ParticipantInfo:
+        return ParticipantInfo(self.id, self.kind, self.display_name, self.created, self.exclude)
+
+
+class Meeting:
+    """Participants of one meeting id and the media engine that mixes and switches between them."""
+
+    def __init__(self, meeting_id: str, *, speaker_hold: float = 1.0) -> None:
+        self.id = meeting_id
+        self.created = time.time()
+        self.participants: dict[str, Participant] = {}
+        self.speaker_hold = speaker_hold
+        self._fifos: dict[str, SampleFifo] = {}
+        self.energies: dict[str, float] = {}
+        self.video = VideoSwitch(self.energies)
+        self._clock: asyncio.Task[None] | None = None
+        self.ticks = 0
+        self.late_ticks = 0
+        """Ticks skipped because the loop stalled for longer than ``CLOCK_RESYNC_SECONDS``."""
+
+    # -- membership -------------------------------------------------------------------------------
+
+    def add(self, participant: Participant) -> None:
+        """Register a participant (before negotiation, so the meeting cannot end under it)."""
+        self.participants[participant.id] = participant
+        if participant.kind == "whep":
+            participant.audio = MixAudioTrack()
+            participant.video = SwitchedVideoTrack(self.video, participant.exclude, hold=self.speaker_hold)
+        if self._clock is None:
+            self._clock = asyncio.ensure_future(self._run_clock())
+
+    def remove(self, participant_id: str) -> Participant | None:
+        """Forget a participant synchronously and stop its tracks; the caller closes its peer connection."""
+        participant = self.participants.pop(participant_id, None)
+        if participant is None:
+            return None
+        for task in participant.tasks:
+            task.cancel()
+        for track in (participant.audio, participant.video):
+            if track is not None:
+                track.stop()
+        self._fifos.pop(participant_id, None)
+        self.energies.pop(participant_id, None)
+        self.video.remove_source(participant_id)
+        if not self.participants:
+            self.stop_clock()
+        return participant
+
+    @property
+    def empty(self) -> bool:
+        return not self.participants
+
+    def stop_clock(self) -> None:
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
+
+    # -- publishers' incoming media -----------------------------------------------------------------
+
+    def attach_incoming(self, participant: Participant, track: MediaStreamTrack) -> None:
+        """Start the task that consumes one received track.
+
+        Every received track must be drained, even ones we do not use: aiortc's
+        receive queue is unbounded. A publisher's first audio track feeds its
+        FIFO, its first video track feeds the switch; anything else (a WHEP
+        client sending media, a second audio track) is read and discarded.
+        """
+        if participant.kind == "whip" and track.kind == "audio" and not participant.has_audio_reader:
+            participant.has_audio_reader = True
+            coro = self._read_audio(participant.id, track)
+        elif participant.kind == "whip" and track.kind == "video" and participant.id not in self.video._sources:
+            self.video.add_source(participant.id)
+            coro = self._read_video(participant.id, track)
+        else:
+            coro = _drain(track)
+        participant.tasks.append(asyncio.ensure_future(coro))
+
+    async def _read_audio(self, participant_id: str, track: MediaStreamTrack) -> None:
+        """Downmix a publisher's decoded audio to mono 48 kHz int16 and append it to its FIFO."""
+        fifo = SampleFifo()
+        self._fifos[participant_id] = fifo
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        try:
+            while True:
+                frame = await track.recv()
+                for out in resampler.resample(frame):
+                    fifo.write(out.to_ndarray().reshape(-1))
+        except MediaStreamError:
+            pass
+        finally:
+            if self._fifos.get(participant_id) is fifo:
+                del self._fifos[participant_id]
+
+    async def _read_video(self, participant_id: str, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                self.video.deliver(participant_id, frame)
+        except MediaStreamError:
+            pass
+        finally:
+            self.video.remove_source(participant_id)
+
+    # -- the clock ------------------------------------------------------------------------------------
+
+    async def _run_clock(self) -> None:
+        """Tick every 20 ms against ``loop.time()`` so error never accumulates (no ``sleep(0.02)`` chain)."""
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while True:
+            next_tick += TICK_SECONDS
+            delay = next_tick - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -CLOCK_RESYNC_SECONDS:
+                skipped = int(-delay / TICK_SECONDS)
+                self.late_ticks += skipped
+                next_tick = loop.time()
+                log.warning("core.mixer.late", meeting=self.id, skipped_ticks=skipped)
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - one bad tick must not silence the meeting
+                log.exception("core.mixer.tick_failed", meeting=self.id)
+
+    def tick(self) -> None:
+        """Take one block from every publisher, update energies, push each subscriber its N-1 mix."""
+        self.ticks += 1
+        blocks = {pid: fifo.read(BLOCK_SAMPLES) for pid, fifo in self._fifos.items()}
+        for pid, block in blocks.items():
+            self.energies[pid] = smooth(self.energies.get(pid, 0.0), block_energy(block))
+        subscribers = [p for p in self.participants.values() if p.audio is not None]
+        if not subscribers:
+            return
+        mixes = mix_minus(blocks, {p.exclude for p in subscribers})
+        for p in subscribers:
+            assert p.audio is not None
+            p.audio.push(mixes.get(p.exclude, mixes[None]))
+
+    def stats(self) -> dict[str, object]:
+        """Counters for the control API and tests (no names or addresses)."""
+        return {
+            "participants": len(self.participants),
+            "publishers_with_audio": len(self._fifos),
+            "ticks": self.ticks,
+            "late_ticks": self.late_ticks,
+            "fifo": {pid: {"queued": len(f), "dropped": f.dropped, "underruns": f.underruns}
+                     for pid, f in self._fifos.items()},
+        }
+
+
+async def _drain(track: MediaStreamTrack) -> None:
+    """Read and discard a track nobody needs, so its receive queue stays empty."""
+    try:
+        while True:
+            await track.recv()
+    except MediaStreamError:
+        pass

@@ -1,0 +1,135 @@
+"""The media tracks a WHEP subscriber receives: the N-1 audio mix and the switched video.
+
+aiortc's ``RTCRtpSender`` calls ``recv()`` in a loop and sends whatever it
+returns at once, so each track must keep real-time pace itself and must never
+block forever (a stuck ``recv`` stalls RTCP-driven state and shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+from collections import deque
+from collections.abc import Hashable
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from gateway.core.mixer import BLOCK_SAMPLES, SAMPLE_RATE, SILENCE, TICK_SECONDS
+from gateway.core.speaker import SpeakerSelector
+from gateway.core.video import VideoSwitch
+
+AUDIO_TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+
+QUEUE_BLOCKS = 5
+"""A subscriber queue holds at most 100 ms; older blocks are dropped so latency cannot grow."""
+
+RESYNC_SECONDS = 0.1
+"""A track that fell this far behind its schedule (loop stall) restarts the schedule instead of bursting."""
+
+
+def audio_frame(block: np.ndarray, pts: int) -> av.AudioFrame:
+    """A 20 ms mono s16 48 kHz frame at ``pts`` (time base 1/48000) holding ``block``."""
+    frame = av.AudioFrame(format="s16", layout="mono", samples=BLOCK_SAMPLES)
+    frame.planes[0].update(np.ascontiguousarray(block, dtype=np.int16).tobytes())
+    frame.sample_rate = SAMPLE_RATE
+    frame.pts = pts
+    frame.time_base = AUDIO_TIME_BASE
+    return frame
+
+
+class MixAudioTrack(MediaStreamTrack):
+    """A subscriber's audio: blocks pushed by the meeting clock, paced at 20 ms, silence on underrun."""
+
+    kind = "audio"
+
+    def __init__(self, depth: int = QUEUE_BLOCKS) -> None:
+        super().__init__()
+        self._queue: deque[np.ndarray] = deque(maxlen=depth)
+        self._arrived = asyncio.Event()
+        self._start: float | None = None
+        self._pts = 0
+        self.dropped_blocks = 0
+        """Blocks discarded because the queue was full (the sender fell behind)."""
+        self.silent_frames = 0
+        """Frames sent as silence because no block arrived within a tick."""
+
+    def push(self, block: np.ndarray) -> None:
+        """Queue one mixed block (called by the meeting clock); the oldest is dropped past ~100 ms."""
+        if len(self._queue) == self._queue.maxlen:
+            self.dropped_blocks += 1
+        self._queue.append(block)
+        self._arrived.set()
+
+    async def recv(self) -> av.AudioFrame:
+        """The next 20 ms frame, no earlier than its schedule and at most one tick later."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        else:
+            delay = self._start + self._pts / SAMPLE_RATE - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -RESYNC_SECONDS:
+                self._start = loop.time() - self._pts / SAMPLE_RATE
+        if not self._queue:
+            # The clock's next push is at most a tick away; wait for it rather than send silence early.
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), TICK_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._queue:
+            block = self._queue.popleft()
+        else:
+            block = SILENCE
+            self.silent_frames += 1
+        frame = audio_frame(block, self._pts)
+        self._pts += BLOCK_SAMPLES
+        return frame
+
+
+class SwitchedVideoTrack(MediaStreamTrack):
+    """A subscriber's video: frames of the meeting's active speaker, never of ``exclude``.
+
+    With no video source in the meeting it simply waits (re-checking twice a
+    second), which is what an aiortc sender tolerates. Frames carry the
+    meeting-wide timestamps stamped by :class:`VideoSwitch`, so switching
+    sources keeps pts monotonic.
+    """
+
+    kind = "video"
+
+    POLL_SECONDS = 0.5
+
+    def __init__(self, switch: VideoSwitch, exclude: Hashable | None, hold: float = 1.0) -> None:
+        super().__init__()
+        self._switch = switch
+        self._exclude = exclude
+        self._selector = SpeakerSelector(hold=hold)
+        self._last_pts = -1
+
+    @property
+    def source(self) -> Hashable | None:
+        """The publisher currently shown (None before the first frame)."""
+        return self._selector.current
+
+    async def recv(self) -> av.VideoFrame:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            source = self._selector.choose(self._switch.candidates(self._exclude), loop.time())
+            if source is None:
+                await self._switch.wait_for_sources(self.POLL_SECONDS)
+                continue
+            frame = await self._switch.next_frame(source, self.POLL_SECONDS)
+            if frame is None or frame.pts is None or frame.pts <= self._last_pts:
+                continue
+            self._last_pts = frame.pts
+            return frame

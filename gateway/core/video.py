@@ -1,0 +1,100 @@
+"""The meeting's video switch: latest frame per publisher, meeting-wide timestamps, speaker energies.
+
+Frames are decoded by aiortc and re-encoded per subscriber (aiortc has no
+forwarding of encoded frames between peer connections), so only the newest
+frame matters: a subscriber whose encoder is slower simply skips frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+from collections.abc import Hashable, Mapping
+
+import av
+
+VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)
+
+
+class _Source:
+    """One publisher's video: its newest frame and an event set when the next one arrives."""
+
+    def __init__(self) -> None:
+        self.latest: av.VideoFrame | None = None
+        self.arrived = asyncio.Event()
+
+
+class VideoSwitch:
+    """Holds every video-publishing participant's newest frame and the energies that pick the speaker.
+
+    ``energies`` is the meeting's smoothed audio energy per publisher (shared,
+    updated each mixer tick). Each frame is re-stamped once on arrival with a
+    meeting-wide 90 kHz clock before any subscriber sees it, because frames
+    are shared by all subscribers and must not be mutated afterwards.
+    """
+
+    def __init__(self, energies: Mapping[Hashable, float]) -> None:
+        self._energies = energies
+        self._sources: dict[Hashable, _Source] = {}
+        self._changed = asyncio.Event()
+        self._origin: float | None = None
+        self._last_pts = -1
+
+    def add_source(self, publisher: Hashable) -> None:
+        self._sources.setdefault(publisher, _Source())
+
+    def remove_source(self, publisher: Hashable) -> None:
+        source = self._sources.pop(publisher, None)
+        if source is not None:
+            source.arrived.set()  # wake waiters so they re-choose at once
+        self._signal_change()
+
+    def deliver(self, publisher: Hashable, frame: av.VideoFrame) -> None:
+        """A publisher's decoded frame arrived: stamp it and wake the subscribers showing it."""
+        source = self._sources.get(publisher)
+        if source is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._origin is None:
+            self._origin = now
+        pts = max(self._last_pts + 1, int((now - self._origin) * 90_000))
+        self._last_pts = pts
+        frame.pts = pts
+        frame.time_base = VIDEO_TIME_BASE
+        first = source.latest is None
+        source.latest = frame
+        event, source.arrived = source.arrived, asyncio.Event()
+        event.set()
+        if first:
+            self._signal_change()
+
+    def candidates(self, exclude: Hashable | None) -> dict[Hashable, float]:
+        """Publishers that have sent video, other than ``exclude``, with their recent energy."""
+        return {
+            pid: self._energies.get(pid, 0.0)
+            for pid, source in self._sources.items()
+            if pid != exclude and source.latest is not None
+        }
+
+    async def wait_for_sources(self, timeout: float) -> None:
+        """Sleep until a source appears or goes, or ``timeout`` passes."""
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def next_frame(self, publisher: Hashable, timeout: float) -> av.VideoFrame | None:
+        """The publisher's next frame, or None on timeout or when it stopped sending video."""
+        source = self._sources.get(publisher)
+        if source is None:
+            return None
+        try:
+            await asyncio.wait_for(source.arrived.wait(), timeout)
+        except asyncio.TimeoutError:
+            return None
+        current = self._sources.get(publisher)
+        return current.latest if current is source else None
+
+    def _signal_change(self) -> None:
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()

@@ -1,0 +1,117 @@
+"""The application's view of a SIP call: :class:`InboundCall`, :class:`CallHandler`, :class:`EndReason`.
+
+The application never sees transactions or dialogs.  It is told about a new
+call (100 Trying already sent), answers it with ``ring``/``accept``/``reject``
+and ends it with ``hangup``; it is told once, through ``call_ended``, when the
+call is over, whichever side ended it.  Actions on a call that is already
+over (the caller cancelled while the application was still joining the
+meeting) are ignored with a log line, because that race is normal.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING, Protocol
+
+from sip.sdp import SessionDescription
+from sip.uri import SipUri
+
+if TYPE_CHECKING:
+    from sip.message import SipRequest
+
+
+class EndReason(str, Enum):
+    """Why a call ended."""
+
+    REMOTE_BYE = "remote-bye"
+    CANCELLED = "cancelled"
+    ACK_TIMEOUT = "ack-timeout"
+    LOCAL_HANGUP = "local-hangup"
+    TRANSPORT_ERROR = "transport-error"
+
+
+class CallState(str, Enum):
+    """Where the call is, from the UAS side (RFC 3261 13.3 and 12)."""
+
+    OFFERED = "offered"  # INVITE received, 100 Trying sent
+    RINGING = "ringing"  # 180 sent (early dialog)
+    ANSWERED = "answered"  # 2xx sent, waiting for the ACK (13.3.1.4)
+    CONFIRMED = "confirmed"  # ACK received
+    ENDED = "ended"
+
+
+class CallHandler(Protocol):
+    """What the application implements to receive calls."""
+
+    def incoming_call(self, call: InboundCall) -> None:
+        """A new call; 100 Trying was already sent.  Answer later with the call's methods."""
+
+    def call_ended(self, call: InboundCall, reason: EndReason) -> None:
+        """The call is over (called exactly once per call given to ``incoming_call``)."""
+
+
+class _CallControl(Protocol):
+    """The endpoint operations behind a call (implemented by :class:`sip.endpoint.SipEndpoint`)."""
+
+    def call_ring(self, call: InboundCall) -> None: ...
+
+    def call_accept(self, call: InboundCall, answer_sdp: str) -> None: ...
+
+    def call_reject(
+        self, call: InboundCall, status: int, reason: str | None, warning: str | None
+    ) -> None: ...
+
+    def call_hangup(self, call: InboundCall, reason: str | None) -> None: ...
+
+
+class InboundCall:
+    """One incoming INVITE and the dialog it creates."""
+
+    def __init__(
+        self,
+        control: _CallControl,
+        invite: SipRequest,
+        *,
+        transport: str,
+        source: tuple[str, int],
+        offer: SessionDescription | None,
+        local_tag: str,
+    ) -> None:
+        self._control = control
+        self.invite = invite
+        self.call_id: str = invite.call_id
+        self.request_uri: SipUri = invite.uri
+        frm = invite.from_addr
+        self.from_display: str | None = frm.display
+        self.from_uri: SipUri = frm.uri
+        self.transport: str = transport
+        self.source: tuple[str, int] = source
+        self.offer: SessionDescription | None = offer
+        self.local_tag = local_tag
+        self.state = CallState.OFFERED
+        self.end_reason: EndReason | None = None
+        self.answer_sdp: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        """Whether the call is over."""
+        return self.state is CallState.ENDED
+
+    def ring(self) -> None:
+        """Send 180 Ringing (with our To-tag: an early dialog, RFC 3261 13.3.1.1)."""
+        self._control.call_ring(self)
+
+    def accept(self, answer_sdp: str) -> None:
+        """Send 200 OK with ``answer_sdp``; it is retransmitted until the ACK (13.3.1.4)."""
+        self._control.call_accept(self, answer_sdp)
+
+    def reject(self, status: int, reason: str | None = None, warning: str | None = None) -> None:
+        """Send a final error response; ``warning`` becomes ``Warning: 399 <host> "<text>"``."""
+        self._control.call_reject(self, status, reason, warning)
+
+    def hangup(self, reason: str | None = None) -> None:
+        """End the call: BYE once answered (with ``Reason:`` if given), 480 before."""
+        self._control.call_hangup(self, reason)
+
+    def __repr__(self) -> str:
+        return f"InboundCall(call_id={self.call_id!r}, state={self.state.value})"

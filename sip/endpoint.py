@@ -1,0 +1,675 @@
+"""The sans-IO SIP core: bytes and time in, bytes, timers and events out (aioquic style).
+
+``SipEndpoint`` is the transaction layer (RFC 3261 17) plus a UAS core
+(8.2, 13.3, 15) for inbound calls.  It never touches a socket or a clock of its
+own: transports call :meth:`receive_datagram` / :meth:`receive_stream` and
+:meth:`handle_timer` with ``now``, then drain :meth:`datagrams_to_send` and
+:meth:`next_event` and re-arm a timer for :meth:`get_timer`.  Actions the
+application takes on a call later (``accept`` after joining the meeting) read
+the injected ``clock`` and call ``on_output`` so the transport flushes.
+
+Nothing escapes: a message that cannot be handled is answered 400 when there
+is a Via to answer to, otherwise dropped with a ``sip.message.dropped`` log line.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from sip.calls import CallState, EndReason, InboundCall
+from sip.dialog import Dialog, new_branch, new_tag
+from sip.events import CallEnded, CallOffered, Event, Transmit
+from sip.framing import FramingError, StreamFramer
+from sip.headers import Headers, split_list
+from sip.message import SipParseError, SipRequest, SipResponse, make_response, parse_message
+from sip.sdp import SdpParseError, SessionDescription
+from sip.timers import TimerQueue, TimerValues
+from sip.transaction import Destination, Input, State, Transaction, client_key, server_key
+from sip.uri import UriError, Via
+
+log = structlog.get_logger("sip")
+
+#: Methods this UAS implements (sent in Allow, RFC 3261 20.5).
+ALLOW: tuple[str, ...] = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS")
+#: Methods we recognise but do not implement: 405 (RFC 3261 8.2.1); anything else is 501.
+KNOWN_METHODS = frozenset(ALLOW) | {
+    "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+}
+#: Option tags we support (RFC 3261 8.2.2.3); none yet, so every Require gets a 420.
+SUPPORTED: tuple[str, ...] = ()
+_UNSPECIFIED_HOSTS = ("", "0.0.0.0", "::", "[::]")
+
+
+def _default_server() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"roomgate/{version('roomgate')}"
+    except Exception:  # noqa: BLE001 - not installed: still say who we are
+        return "roomgate/0"
+
+
+@dataclass
+class _Leg:
+    """The endpoint's private state for one inbound call."""
+
+    call: InboundCall
+    tx: Transaction
+    dest: Destination
+    dialog: Dialog | None = None
+    pending_2xx: bytes | None = None
+    pending_cseq: int | None = None
+    rtx_interval: float = 0.5
+    hangup_pending: bool = False
+    hangup_reason: str | None = None
+
+
+class SipEndpoint:
+    """The SIP core for one gateway node (all calls, both transports)."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        timer_values: TimerValues | None = None,
+        server: str | None = None,
+        advertised_host: str | None = None,
+    ) -> None:
+        self._clock = clock
+        self._values = timer_values or TimerValues()
+        self.server = server or _default_server()
+        self.advertised_host = advertised_host
+        self._timers = TimerQueue()
+        self._server_txs: dict[tuple[str, ...], Transaction] = {}
+        self._client_txs: dict[tuple[str, ...], Transaction] = {}
+        self._invite_calls: dict[tuple[str, ...], InboundCall] = {}
+        self._legs: dict[InboundCall, _Leg] = {}
+        self._dialogs: dict[tuple[str, str, str], InboundCall] = {}
+        self._framers: dict[int, StreamFramer] = {}
+        self._listen: dict[str, tuple[str, int]] = {}
+        self._out: list[Transmit] = []
+        self._events: deque[Event] = deque()
+        #: Called after an application action produced output (the transport flushes).
+        self.on_output: Callable[[], None] | None = None
+
+    # ------------------------------------------------------------------ public sans-IO API
+    def add_listener(self, transport: str, host: str, port: int) -> None:
+        """Record where we listen on ``transport`` (used in Contact and Via)."""
+        self._listen[transport] = (host, port)
+
+    def receive_datagram(
+        self, data: bytes, addr: tuple[str, int], transport: str = "udp",
+        now: float | None = None,
+    ) -> None:
+        """One UDP datagram from ``addr``."""
+        t = self._clock() if now is None else now
+        try:
+            self._receive(data, Destination(_addr(addr), transport, None), t)
+        except Exception:  # noqa: BLE001 - one bad datagram must never stop the node
+            log.exception("sip.message.dropped", reason="internal error", size=len(data))
+
+    def receive_stream(
+        self, connection: int, data: bytes, addr: tuple[str, int], transport: str = "tcp",
+        now: float | None = None,
+    ) -> None:
+        """Bytes from stream connection ``connection`` (TCP), framed by Content-Length."""
+        t = self._clock() if now is None else now
+        framer = self._framers.setdefault(connection, StreamFramer())
+        try:
+            frames = framer.feed(data)
+        except FramingError as exc:
+            log.info("sip.message.dropped", reason=str(exc), transport=transport)
+            self._framers.pop(connection, None)
+            self._out.append(Transmit(b"", _addr(addr), transport, connection, close=True))
+            return
+        dest = Destination(_addr(addr), transport, connection)
+        for frame in frames:
+            try:
+                self._receive(frame, dest, t)
+            except Exception:  # noqa: BLE001
+                log.exception("sip.message.dropped", reason="internal error", size=len(frame))
+
+    def connection_lost(self, connection: int) -> None:
+        """A stream connection closed; forget its partial data."""
+        self._framers.pop(connection, None)
+
+    def transport_failed(self, connection: int | None, addr: tuple[str, int],
+                         now: float | None = None) -> None:
+        """The transport could not deliver to ``connection``/``addr``: its calls end."""
+        for call, leg in list(self._legs.items()):
+            if leg.dest.connection == connection and leg.dest.addr == _addr(addr):
+                leg.pending_2xx = None
+                self._cancel_call_timers(call)
+                self._end(call, EndReason.TRANSPORT_ERROR)
+                self._forget(call)
+
+    def handle_timer(self, now: float | None = None) -> None:
+        """Fire every timer due at ``now``."""
+        t = self._clock() if now is None else now
+        for key in self._timers.pop_due(t):
+            owner, name = key  # type: ignore[misc]
+            try:
+                if isinstance(owner, Transaction):
+                    self._run(owner, owner.timer_fired(name, t), t)
+                elif isinstance(owner, InboundCall):
+                    self._call_timer(owner, name, t)
+            except Exception:  # noqa: BLE001
+                log.exception("sip.timer.error", timer=name)
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` should next be called, or None."""
+        return self._timers.next_deadline()
+
+    def datagrams_to_send(self) -> list[Transmit]:
+        """Everything to transmit now (and forget it)."""
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> Event | None:
+        """The next event for the application, or None."""
+        return self._events.popleft() if self._events else None
+
+    @property
+    def has_pending_output(self) -> bool:
+        """Whether bytes or events wait to be taken."""
+        return bool(self._out or self._events)
+
+    @property
+    def active_calls(self) -> int:
+        """Calls whose state is kept (including ones finishing their handshake)."""
+        return len(self._legs)
+
+    # ------------------------------------------------------------------ receive path
+    def _receive(self, data: bytes, dest: Destination, now: float) -> None:
+        try:
+            msg = parse_message(data)
+        except SipParseError as exc:
+            self._reject_unparseable(exc, dest, len(data))
+            return
+        if isinstance(msg, SipResponse):
+            self._on_response(msg, now)
+        else:
+            self._on_request(msg, dest, now)
+
+    def _reject_unparseable(self, exc: SipParseError, dest: Destination, size: int) -> None:
+        """RFC 3261 8.2 / 18.3: answer 400 (or the hinted status) when a Via is usable."""
+        partial = exc.partial
+        if isinstance(partial, SipRequest) and partial.method != "ACK" and partial.top_via:
+            log.info("sip.request.invalid", reason=exc.reason, status=exc.status,
+                     method=partial.method, call_id=partial.call_id)
+            self._stamp_via(partial, dest)
+            resp = make_response(partial, exc.status, to_tag=new_tag())
+            resp.headers.add("Server", self.server)
+            resp.headers.add("Warning", _warning(self._our_host(partial, dest), exc.reason))
+            self._transmit(dest, bytes(resp))
+            log.info("sip.response.sent", status=exc.status, method=partial.method,
+                     call_id=partial.call_id, stateless=True)
+        else:
+            log.info("sip.message.dropped", reason=exc.reason, size=size, transport=dest.transport)
+
+    def _on_request(self, req: SipRequest, dest: Destination, now: float) -> None:
+        self._stamp_via(req, dest)
+        key = server_key(req)
+        tx = self._server_txs.get(key)
+        if req.method == "ACK":
+            if tx is not None and tx.kind == "ist" and tx.state in (State.COMPLETED,
+                                                                    State.CONFIRMED):
+                self._run(tx, tx.fire(Input.ACK, now), now)
+                return
+            self._on_ack(req, now)
+            return
+        if tx is not None:
+            log.debug("sip.request.retransmission", method=req.method, call_id=req.call_id)
+            self._run(tx, tx.fire(Input.REQUEST, now), now)
+            return
+        if req.method == "CANCEL":
+            self._on_cancel(req, dest, key, now)
+            return
+        tx = Transaction("ist" if req.method == "INVITE" else "nist", req, dest, self._timers,
+                         self._values, key)
+        self._server_txs[key] = tx
+        if req.method not in ALLOW:
+            status = 405 if req.method in KNOWN_METHODS else 501
+            log.info("sip.request.unsupported", method=req.method, status=status)
+            self._respond(tx, status, now, headers=[("Allow", ", ".join(ALLOW))])
+            return
+        if req.uri.scheme not in ("sip", "sips"):
+            self._respond(tx, 416, now)
+            return
+        unsupported = [tag for tag in req.headers.values("Require") if tag not in SUPPORTED]
+        if unsupported:
+            self._respond(tx, 420, now, headers=[("Unsupported", ", ".join(unsupported))])
+            return
+        if req.method == "INVITE":
+            self._on_invite(req, tx, dest, now)
+        elif req.method == "BYE":
+            self._on_bye(req, tx, now)
+        else:
+            self._on_options(tx, now)
+
+    def _on_invite(self, req: SipRequest, tx: Transaction, dest: Destination, now: float) -> None:
+        frm, to = req.from_addr, req.to_addr
+        if to.tag:
+            call = self._dialogs.get((req.call_id, to.tag, frm.tag or ""))
+            if call is None or call.ended:
+                self._respond(tx, 481, now)
+            else:
+                self._on_reinvite(call, req, tx, now)
+            return
+        cseq = req.cseq[0]
+        for leg in self._legs.values():
+            inv = leg.call.invite
+            if (inv.call_id == req.call_id and inv.from_addr.tag == frm.tag
+                    and inv.cseq[0] == cseq):
+                # RFC 3261 8.2.2.2: same request arriving by another path (merged request).
+                self._respond(tx, 482, now)
+                return
+        offer: SessionDescription | None = None
+        if req.body:
+            ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if ctype != "application/sdp":
+                self._respond(tx, 415, now, headers=[("Accept", "application/sdp")])
+                return
+            try:
+                offer = SessionDescription.parse(req.body)
+            except SdpParseError as exc:
+                log.info("sip.request.invalid", reason=f"bad SDP: {exc}", call_id=req.call_id)
+                self._respond(tx, 400, now, reason="Malformed SDP")
+                return
+        call = InboundCall(self, req, transport=dest.transport, source=dest.addr, offer=offer,
+                           local_tag=new_tag())
+        self._legs[call] = _Leg(call, tx, dest, rtx_interval=self._values.t1)
+        self._invite_calls[tx.key] = call
+        log.info("sip.invite.received", call_id=req.call_id, transport=dest.transport,
+                 has_offer=offer is not None)
+        self._respond(tx, 100, now)
+        self._events.append(CallOffered(call))
+
+    def _on_reinvite(self, call: InboundCall, req: SipRequest, tx: Transaction,
+                     now: float) -> None:
+        """Refresh: answer with the SDP we already sent (deeper re-INVITE is future work)."""
+        leg = self._legs[call]
+        if call.state is not CallState.CONFIRMED or leg.dialog is None:
+            # RFC 3261 14.2: an INVITE while one is still in progress.
+            self._respond(tx, 500, now, headers=[("Retry-After", "1")])
+            return
+        cseq = req.cseq[0]
+        if leg.dialog.remote_seq is not None and cseq <= leg.dialog.remote_seq:
+            self._respond(tx, 500, now, reason="CSeq out of order")
+            return
+        leg.dialog.remote_seq = cseq
+        log.info("sip.reinvite.answered", call_id=call.call_id, with_previous_answer=True)
+        resp = self._respond(tx, 200, now, to_tag=call.local_tag,
+                             headers=self._dialog_headers(call, leg),
+                             body=(call.answer_sdp or "").encode(),
+                             content_type="application/sdp")
+        self._start_2xx(call, leg, bytes(resp), cseq, now)
+
+    def _on_ack(self, req: SipRequest, now: float) -> None:
+        """ACK for a 2xx: a transaction of its own, handled by the UAS core (13.3.1.4)."""
+        try:
+            to_tag = req.to_addr.tag or ""
+            from_tag = req.from_addr.tag or ""
+            cseq = req.cseq[0]
+        except ValueError:
+            log.info("sip.message.dropped", reason="unusable ACK")
+            return
+        call = self._dialogs.get((req.call_id, to_tag, from_tag))
+        leg = self._legs.get(call) if call is not None else None
+        if call is None or leg is None or leg.pending_2xx is None or leg.pending_cseq != cseq:
+            log.debug("sip.ack.absorbed", call_id=req.call_id)
+            return
+        leg.pending_2xx = None
+        self._cancel_call_timers(call)
+        if call.state is CallState.ANSWERED:
+            call.state = CallState.CONFIRMED
+            log.info("sip.call.confirmed", call_id=call.call_id)
+        if leg.hangup_pending:
+            self._send_bye(call, leg, leg.hangup_reason, now)
+            self._forget(call)
+
+    def _on_bye(self, req: SipRequest, tx: Transaction, now: float) -> None:
+        call = self._dialogs.get((req.call_id, req.to_addr.tag or "", req.from_addr.tag or ""))
+        if call is None or call.ended:
+            self._respond(tx, 481, now)
+            return
+        leg = self._legs[call]
+        cseq = req.cseq[0]
+        if leg.dialog and leg.dialog.remote_seq is not None and cseq < leg.dialog.remote_seq:
+            self._respond(tx, 500, now, reason="CSeq out of order")
+            return
+        self._respond(tx, 200, now)
+        if call.state in (CallState.OFFERED, CallState.RINGING):
+            # BYE on an early dialog (RFC 3261 15): the INVITE is terminated.
+            self._respond(leg.tx, 487, now, to_tag=call.local_tag)
+        leg.pending_2xx = None
+        self._cancel_call_timers(call)
+        self._end(call, EndReason.REMOTE_BYE)
+        self._forget(call)
+
+    def _on_cancel(self, req: SipRequest, dest: Destination, key: tuple[str, ...],
+                   now: float) -> None:
+        """RFC 3261 9.2: 200 to a matching CANCEL; 487 to the INVITE if still pending."""
+        tx = Transaction("nist", req, dest, self._timers, self._values, key)
+        self._server_txs[key] = tx
+        invite_key = key[:-1] + ("INVITE",)
+        invite_tx = self._server_txs.get(invite_key)
+        call = self._invite_calls.get(invite_key)
+        if invite_tx is None or call is None:
+            self._respond(tx, 481, now)
+            return
+        self._respond(tx, 200, now, to_tag=call.local_tag)
+        if invite_tx.state is State.PROCEEDING and not call.ended:
+            self._respond(invite_tx, 487, now, to_tag=call.local_tag)
+            self._end(call, EndReason.CANCELLED)
+            self._forget(call)
+
+    def _on_options(self, tx: Transaction, now: float) -> None:
+        self._respond(tx, 200, now, headers=[
+            ("Allow", ", ".join(ALLOW)), ("Accept", "application/sdp"),
+            ("Supported", ", ".join(SUPPORTED)),
+        ])
+
+    def _on_response(self, resp: SipResponse, now: float) -> None:
+        via = resp.top_via
+        try:
+            method = resp.cseq[1]
+        except ValueError:
+            method = ""
+        tx = self._client_txs.get(client_key(via.branch or "", method)) if via else None
+        if tx is None:
+            log.info("sip.message.dropped", reason="response matches no transaction",
+                     status=resp.status, call_id=resp.call_id)
+            return
+        inp = Input.RECV_1XX if resp.status < 200 else Input.RECV_FINAL
+        self._run(tx, tx.fire(inp, now, response=resp), now)
+
+    # ------------------------------------------------------------------ application actions
+    def call_ring(self, call: InboundCall) -> None:
+        """180 Ringing with our To-tag (RFC 3261 13.3.1.1)."""
+        now = self._clock()
+        leg = self._legs.get(call)
+        if leg is None or call.state not in (CallState.OFFERED, CallState.RINGING):
+            log.info("sip.call.action_ignored", action="ring", call_id=call.call_id,
+                     state=call.state.value)
+            return
+        call.state = CallState.RINGING
+        self._dialogs[(call.call_id, call.local_tag, call.invite.from_addr.tag or "")] = call
+        self._respond(leg.tx, 180, now, to_tag=call.local_tag,
+                      headers=[("Contact", self._contact(call, leg))])
+        self._notify()
+
+    def call_accept(self, call: InboundCall, answer_sdp: str) -> None:
+        """200 OK with the answer; retransmitted until the ACK (RFC 3261 13.3.1.4)."""
+        now = self._clock()
+        leg = self._legs.get(call)
+        if (leg is None or call.state not in (CallState.OFFERED, CallState.RINGING)
+                or leg.tx.state is not State.PROCEEDING):
+            log.info("sip.call.action_ignored", action="accept", call_id=call.call_id,
+                     state=call.state.value)
+            return
+        leg.dialog = Dialog.from_invite(call.invite, call.local_tag)
+        self._dialogs[leg.dialog.id] = call
+        call.answer_sdp = answer_sdp
+        call.state = CallState.ANSWERED
+        resp = self._respond(leg.tx, 200, now, to_tag=call.local_tag,
+                             headers=self._dialog_headers(call, leg),
+                             body=answer_sdp.encode("utf-8"), content_type="application/sdp")
+        log.info("sip.call.accepted", call_id=call.call_id)
+        self._start_2xx(call, leg, bytes(resp), call.invite.cseq[0], now)
+        self._notify()
+
+    def call_reject(self, call: InboundCall, status: int, reason: str | None,
+                    warning: str | None) -> None:
+        """A final error response; the call ends with ``local-hangup``."""
+        if not 300 <= status <= 699:
+            raise ValueError(f"reject() needs a 3xx-6xx status, not {status}")
+        now = self._clock()
+        leg = self._legs.get(call)
+        if (leg is None or call.state not in (CallState.OFFERED, CallState.RINGING)
+                or leg.tx.state is not State.PROCEEDING):
+            log.info("sip.call.action_ignored", action="reject", call_id=call.call_id,
+                     state=call.state.value)
+            return
+        headers = []
+        if warning:
+            headers.append(("Warning", _warning(self._our_host(call.invite, leg.dest), warning)))
+        self._respond(leg.tx, status, now, reason=reason, to_tag=call.local_tag, headers=headers)
+        log.info("sip.call.rejected", call_id=call.call_id, status=status)
+        self._end(call, EndReason.LOCAL_HANGUP)
+        self._forget(call)
+        self._notify()
+
+    def call_hangup(self, call: InboundCall, reason: str | None) -> None:
+        """BYE once the dialog is confirmed; 480 before the answer (RFC 3261 15)."""
+        leg = self._legs.get(call)
+        if leg is None or call.ended:
+            log.info("sip.call.action_ignored", action="hangup", call_id=call.call_id,
+                     state=call.state.value)
+            return
+        if call.state in (CallState.OFFERED, CallState.RINGING):
+            self.call_reject(call, 480, None, None)
+            return
+        now = self._clock()
+        if call.state is CallState.ANSWERED:
+            # RFC 3261 15: no BYE before the ACK (or the 2xx give-up); it goes out then.
+            leg.hangup_pending = True
+            leg.hangup_reason = reason
+            self._end(call, EndReason.LOCAL_HANGUP)
+        else:
+            self._send_bye(call, leg, reason, now)
+            self._end(call, EndReason.LOCAL_HANGUP)
+            self._forget(call)
+        self._notify()
+
+    # ------------------------------------------------------------------ internals
+    def _start_2xx(self, call: InboundCall, leg: _Leg, data: bytes, cseq: int,
+                   now: float) -> None:
+        leg.pending_2xx = data
+        leg.pending_cseq = cseq
+        leg.rtx_interval = self._values.t1
+        self._timers.start((call, "2xx-retransmit"), now + leg.rtx_interval)
+        self._timers.start((call, "2xx-timeout"), now + self._values.transaction_timeout)
+
+    def _call_timer(self, call: InboundCall, name: str, now: float) -> None:
+        leg = self._legs.get(call)
+        if leg is None or leg.pending_2xx is None:
+            return
+        if name == "2xx-retransmit":
+            self._transmit(leg.dest, leg.pending_2xx)
+            leg.rtx_interval = min(2 * leg.rtx_interval, self._values.t2)
+            self._timers.start((call, "2xx-retransmit"), now + leg.rtx_interval)
+        elif name == "2xx-timeout":
+            # RFC 3261 13.3.1.4: no ACK after 64*T1 -> confirm, then BYE to end the session.
+            log.warning("sip.transaction.timeout", timer="2xx", call_id=call.call_id)
+            leg.pending_2xx = None
+            self._cancel_call_timers(call)
+            self._send_bye(call, leg, leg.hangup_reason, now)
+            self._end(call, EndReason.ACK_TIMEOUT)
+            self._forget(call)
+
+    def _cancel_call_timers(self, call: InboundCall) -> None:
+        self._timers.cancel((call, "2xx-retransmit"))
+        self._timers.cancel((call, "2xx-timeout"))
+
+    def _send_bye(self, call: InboundCall, leg: _Leg, reason: str | None, now: float) -> None:
+        """Our BYE: a non-INVITE client transaction sent back along the INVITE's flow.
+
+        It goes to the address the INVITE came from (over the same TCP
+        connection), not to a DNS lookup of the remote target (RFC 3263): room
+        systems behind NAT are reachable only that way, as with RFC 3581.
+        """
+        if leg.dialog is None:
+            return
+        host, port = self._local_hostport(call.invite, leg.dest)
+        branch = new_branch()
+        via = f"SIP/2.0/{leg.dest.transport.upper()} {_host(host)}:{port};branch={branch};rport"
+        extra = [("User-Agent", self.server)]
+        if reason:
+            extra.append(("Reason", _reason_header(reason)))
+        bye = leg.dialog.build_request("BYE", via, Headers(extra))
+        key = client_key(branch, "BYE")
+        tx = Transaction("nict", bye, leg.dest, self._timers, self._values, key)
+        self._client_txs[key] = tx
+        log.info("sip.bye.sent", call_id=call.call_id, reason=reason)
+        self._run(tx, tx.start_client(bytes(bye), now), now)
+
+    def _end(self, call: InboundCall, reason: EndReason) -> None:
+        if call.ended:
+            return
+        call.state = CallState.ENDED
+        call.end_reason = reason
+        log.info("sip.call.ended", call_id=call.call_id, reason=reason.value)
+        self._events.append(CallEnded(call, reason))
+
+    def _forget(self, call: InboundCall) -> None:
+        """Drop the call's dialog state once nothing more is expected for it."""
+        leg = self._legs.get(call)
+        if leg is not None and leg.pending_2xx is not None:
+            return
+        self._legs.pop(call, None)
+        for key in [k for k, c in self._dialogs.items() if c is call]:
+            del self._dialogs[key]
+        self._cancel_call_timers(call)
+
+    def _run(self, tx: Transaction, outputs: list, now: float) -> None:  # type: ignore[type-arg]
+        for out in outputs:
+            if out.kind == "send":
+                self._transmit(tx.dest, out.data)
+            elif out.kind == "deliver" and out.response is not None:
+                if out.response.status >= 200:
+                    log.info("sip.bye.completed", status=out.response.status,
+                             call_id=tx.request.call_id)
+            elif out.kind == "timeout":
+                log.warning("sip.transaction.timeout", method=tx.request.method,
+                            call_id=tx.request.call_id, state=tx.state.value)
+            elif out.kind == "fail":
+                log.warning("sip.transport.error", method=tx.request.method,
+                            call_id=tx.request.call_id)
+            elif out.kind == "terminated":
+                table = self._client_txs if tx.kind == "nict" else self._server_txs
+                if table.get(tx.key) is tx:
+                    del table[tx.key]
+                if tx.kind == "ist":
+                    self._invite_calls.pop(tx.key, None)
+
+    def _respond(
+        self,
+        tx: Transaction,
+        status: int,
+        now: float,
+        *,
+        reason: str | None = None,
+        to_tag: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> SipResponse:
+        """Send a response through its server transaction (RFC 3261 8.2.6)."""
+        if to_tag is None and status > 100:
+            to_tag = new_tag()  # 8.2.6.2: final responses outside a dialog still get a tag
+        resp = make_response(tx.request, status, reason, to_tag=to_tag)
+        resp.headers.add("Server", self.server)
+        for name, value in headers or ():
+            resp.headers.add(name, value)
+        if body:
+            resp.headers.add("Content-Type", content_type or "application/sdp")
+            resp.body = body
+        inp = (Input.SEND_1XX if status < 200 else Input.SEND_2XX if status < 300
+               else Input.SEND_FINAL)
+        self._run(tx, tx.fire(inp, now, data=bytes(resp), response=resp), now)
+        log.info("sip.response.sent", status=status, method=tx.request.method,
+                 call_id=tx.request.call_id)
+        return resp
+
+    def _dialog_headers(self, call: InboundCall, leg: _Leg) -> list[tuple[str, str]]:
+        """Headers of a dialog-creating 2xx (RFC 3261 13.3.1.4, 12.1.1)."""
+        out = [("Record-Route", rr) for rr in call.invite.headers.get_all("Record-Route")]
+        out += [
+            ("Contact", self._contact(call, leg)),
+            ("Allow", ", ".join(ALLOW)),
+            ("Supported", ", ".join(SUPPORTED)),
+        ]
+        return out
+
+    def _contact(self, call: InboundCall, leg: _Leg) -> str:
+        host, port = self._local_hostport(call.invite, leg.dest)
+        user = f"{call.request_uri.user}@" if call.request_uri.user else ""
+        scheme = "sips" if call.request_uri.scheme == "sips" else "sip"
+        return f"<{scheme}:{user}{_host(host)}:{port};transport={leg.dest.transport}>"
+
+    def _local_hostport(self, req: SipRequest, dest: Destination) -> tuple[str, int]:
+        host, port = self._listen.get(dest.transport, ("", 5060))
+        if host in _UNSPECIFIED_HOSTS:
+            host = self.advertised_host or req.uri.host or "127.0.0.1"
+        return host.strip("[]"), port
+
+    def _our_host(self, req: SipRequest, dest: Destination) -> str:
+        return _host(self._local_hostport(req, dest)[0])
+
+    def _stamp_via(self, req: SipRequest, dest: Destination) -> None:
+        """RFC 3261 18.2.1 ``received`` and RFC 3581 4 ``rport`` on the top Via."""
+        lines = req.headers.get_all("Via")
+        if not lines:
+            return
+        elements = split_list(lines[0])
+        if not elements:
+            return
+        try:
+            via = Via.parse(elements[0])
+        except UriError:
+            return
+        src_host, src_port = dest.addr
+        changed = False
+        if "rport" in via.params and not via.params["rport"]:
+            via.params["rport"] = str(src_port)
+            via.params["received"] = src_host
+            changed = True
+        elif via.host.strip("[]") != src_host:
+            via.params["received"] = src_host
+            changed = True
+        if not changed:
+            return
+        elements[0] = str(via)
+        items = req.headers.items()
+        idx = next(i for i, (n, _) in enumerate(items) if n == "Via")
+        items[idx] = ("Via", ", ".join(elements))
+        req.headers = Headers(items)
+
+    def _transmit(self, dest: Destination, data: bytes) -> None:
+        self._out.append(Transmit(data, dest.addr, dest.transport, dest.connection))
+
+    def _notify(self) -> None:
+        if self.on_output is not None:
+            self.on_output()
+
+
+def _addr(addr: tuple[str, int] | tuple[str, int, int, int]) -> tuple[str, int]:
+    return (str(addr[0]), int(addr[1]))
+
+
+def _host(host: str) -> str:
+    """Bracket IPv6 literals for use in URIs and Via (RFC 3261 19.1.1)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace(
+        "\n", " ") + '"'
+
+
+def _warning(host: str, text: str) -> str:
+    """``Warning: 399 <host> "<text>"`` (RFC 3261 20.43, 399 = miscellaneous warning)."""
+    return f"399 {host} {_quote(text)}"
+
+
+def _reason_header(reason: str) -> str:
+    """RFC 3326 Reason: a ready value (``Q.850;cause=16``) as is, free text as Q.850 cause 16."""
+    head = reason.split(";", 1)[0].strip()
+    if ";" in reason and head and " " not in head:
+        return reason
+    return f"Q.850;cause=16;text={_quote(reason)}"
