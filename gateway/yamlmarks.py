@@ -390,6 +390,13 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def _what(value: Any) -> str:
+    """``text 'x'``, ``a number 5``, ``null``, ``a list``: what was found, for "expected" messages."""
+    if value is None or isinstance(value, (dict, list)):
+        return describe(value)
+    return f"{_type_name(value)} {describe(value)}"
+
+
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The model class that holds the last element of ``loc`` (to list its allowed keys)."""
     current: Any = model
@@ -444,17 +451,17 @@ def _error_message(err: Mapping[str, Any], model: type[BaseModel], loc: tuple[An
     if kind == "missing":
         return "required key is missing"
     if kind == "string_type":
-        return f"expected text, got {_type_name(value)} {describe(value)}"
+        return f"expected text, got {_what(value)}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"expected a whole number, got {_type_name(value)} {describe(value)}"
+        return f"expected a whole number, got {_what(value)}"
     if kind == "bool_type":
         extra = " (YAML 1.2: only true/false are booleans)" if isinstance(value, str) and \
             value in YAML11_BOOLEAN_WORDS else ""
         return f"expected true or false, got {describe(value)}{extra}"
     if kind in ("model_type", "dict_type", "model_attributes_type"):
-        return f"expected a mapping, got {_type_name(value)} {describe(value)}"
+        return f"expected a mapping, got {_what(value)}"
     if kind in ("list_type", "tuple_type"):
-        return f"expected a list, got {_type_name(value)} {describe(value)}"
+        return f"expected a list, got {_what(value)}"
     msg = str(err.get("msg", "invalid value"))
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):

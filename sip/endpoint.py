@@ -25,10 +25,23 @@ from sip.dialog import Dialog, new_branch, new_tag
 from sip.events import CallEnded, CallOffered, Event, Transmit
 from sip.framing import FramingError, StreamFramer
 from sip.headers import Headers, split_list
-from sip.message import SipParseError, SipRequest, SipResponse, make_response, parse_message
+from sip.message import (
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    make_response,
+    parse_message,
+)
 from sip.sdp import SdpParseError, SessionDescription
 from sip.timers import TimerQueue, TimerValues
-from sip.transaction import Destination, Input, State, Transaction, client_key, server_key
+from sip.transaction import (
+    Destination,
+    Input,
+    State,
+    Transaction,
+    client_key,
+    server_key,
+)
 from sip.uri import UriError, Via
 
 log = structlog.get_logger("sip")
@@ -109,7 +122,7 @@ class SipEndpoint:
         t = self._clock() if now is None else now
         try:
             self._receive(data, Destination(_addr(addr), transport, None), t)
-        except Exception:  # noqa: BLE001 - one bad datagram must never stop the node
+        except Exception:
             log.exception("sip.message.dropped", reason="internal error", size=len(data))
 
     def receive_stream(
@@ -130,7 +143,7 @@ class SipEndpoint:
         for frame in frames:
             try:
                 self._receive(frame, dest, t)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("sip.message.dropped", reason="internal error", size=len(frame))
 
     def connection_lost(self, connection: int) -> None:
@@ -151,13 +164,15 @@ class SipEndpoint:
         """Fire every timer due at ``now``."""
         t = self._clock() if now is None else now
         for key in self._timers.pop_due(t):
+            owner: object
+            name: str
             owner, name = key  # type: ignore[misc]
             try:
                 if isinstance(owner, Transaction):
                     self._run(owner, owner.timer_fired(name, t), t)
                 elif isinstance(owner, InboundCall):
                     self._call_timer(owner, name, t)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("sip.timer.error", timer=name)
 
     def get_timer(self) -> float | None:

@@ -16,7 +16,7 @@ MAX_HEADER_BYTES = 64 * 1024
 #: Largest body we accept on a stream.
 MAX_BODY_BYTES = 1024 * 1024
 
-_CL_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\S*)[ \t]*$", re.I | re.M)
+_CL_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\S*)[ \t]*$", re.IGNORECASE | re.MULTILINE)
 
 
 class FramingError(ValueError):

@@ -145,7 +145,7 @@ class Headers:
     """
 
     def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
-        self._items = []
+        self._items: list[tuple[str, str]] = []
         for name, value in items or ():
             self.add(name, value)
 

@@ -11,6 +11,7 @@ still answer when the top Via is usable (RFC 3261 8.2 and 18.3).
 from __future__ import annotations
 
 import re
+
 from sip.headers import Headers, canonical_name, split_list
 from sip.uri import NameAddr, SipUri, UriError, Via, is_token, parse_vias
 
@@ -253,7 +254,7 @@ def _take_body(msg: SipRequest | SipResponse, rest: bytes) -> bytes:
     lengths = msg.headers.values("Content-Length")
     if not lengths:
         return rest
-    if len(set(v.strip() for v in lengths)) != 1:
+    if len({v.strip() for v in lengths}) != 1:
         raise SipParseError("several Content-Length values", partial=msg)
     text = lengths[0].strip()
     if not text.isdigit() or len(text) > 9:
@@ -277,9 +278,8 @@ def _validate(msg: SipRequest | SipResponse) -> None:
     if not msg.call_id:
         raise SipParseError("empty Call-ID", partial=msg)
     try:
-        number, method = msg.cseq
-        msg.from_addr
-        msg.to_addr
+        _, method = msg.cseq
+        _ = (msg.from_addr, msg.to_addr)  # parse them: malformed From/To is a 400
         vias = msg.vias
     except SipParseError as exc:
         raise SipParseError(exc.reason, exc.status, partial=msg) from None
@@ -323,6 +323,14 @@ def _has_tag(to_value: str) -> bool:
 
 
 __all__ = [
-    "Headers", "SipParseError", "SipRequest", "SipResponse", "SipMessage", "make_response",
-    "parse_message", "parse_cseq", "canonical_name", "REASON_PHRASES",
+    "REASON_PHRASES",
+    "Headers",
+    "SipMessage",
+    "SipParseError",
+    "SipRequest",
+    "SipResponse",
+    "canonical_name",
+    "make_response",
+    "parse_cseq",
+    "parse_message",
 ]

@@ -14,7 +14,13 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
-from sip.sdp import STATIC_AUDIO, Connection, MediaDescription, Origin, SessionDescription
+from sip.sdp import (
+    STATIC_AUDIO,
+    Connection,
+    MediaDescription,
+    Origin,
+    SessionDescription,
+)
 
 MediaSecurity = Literal["plain", "sdes", "dtls"]
 

@@ -32,7 +32,7 @@ class SipDatagramProtocol(DatagramProtocol):
     def __init__(self, service: SipService) -> None:
         self._service = service
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802 - Twisted API
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         self._service._datagram_received(datagram, addr)
 
 
@@ -44,15 +44,16 @@ class SipStreamProtocol(Protocol):
         self.connection_id = connection_id
         self.peer: tuple[str, int] = ("", 0)
 
-    def connectionMade(self) -> None:  # noqa: N802 - Twisted API
-        peer = self.transport.getPeer()  # type: ignore[union-attr]
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        peer = transport.getPeer()
         self.peer = (peer.host, peer.port)
         self._service._connections[self.connection_id] = self
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
+    def dataReceived(self, data: bytes) -> None:
         self._service._stream_received(self.connection_id, data, self.peer)
 
-    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 - Twisted API
+    def connectionLost(self, reason: Any = None) -> None:
         self._service._connection_lost(self.connection_id)
 
 
@@ -62,7 +63,7 @@ class SipStreamFactory(Factory):
     def __init__(self, service: SipService) -> None:
         self._service = service
 
-    def buildProtocol(self, addr: Any) -> SipStreamProtocol:  # noqa: N802 - Twisted API
+    def buildProtocol(self, addr: Any) -> SipStreamProtocol:
         return SipStreamProtocol(self._service, next(self._service._connection_ids))
 
 
@@ -118,8 +119,9 @@ class SipService:
             self._timer_call.cancel()
         self._timer_call = None
         for conn in list(self._connections.values()):
-            if conn.transport is not None:
-                conn.transport.loseConnection()
+            stream: Any = conn.transport
+            if stream is not None:
+                stream.loseConnection()
         ports, self._ports = self._ports, []
         return defer.gatherResults(
             [defer.maybeDeferred(p.stopListening) for p in ports], consumeErrors=True
@@ -129,14 +131,14 @@ class SipService:
     def _datagram_received(self, data: bytes, addr: Any) -> None:
         try:
             self.endpoint.receive_datagram(data, addr, "udp", now=self._clock())
-        except Exception:  # noqa: BLE001 - the core already catches; belt and braces
+        except Exception:
             log.exception("sip.message.dropped", reason="internal error")
         self._flush()
 
     def _stream_received(self, connection_id: int, data: bytes, addr: tuple[str, int]) -> None:
         try:
             self.endpoint.receive_stream(connection_id, data, addr, "tcp", now=self._clock())
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("sip.message.dropped", reason="internal error")
         self._flush()
 
@@ -144,7 +146,7 @@ class SipService:
         self._connections.pop(connection_id, None)
         try:
             self.endpoint.connection_lost(connection_id)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("sip.transport.error")
 
     # ------------------------------------------------------------------ bytes and events out
@@ -169,18 +171,20 @@ class SipService:
         for item in self.endpoint.datagrams_to_send():
             try:
                 if item.transport == "udp":
-                    if self._udp is None or self._udp.transport is None:
+                    udp: Any = self._udp.transport if self._udp is not None else None
+                    if udp is None:
                         raise ConnectionError("no UDP socket")
                     if item.data:
-                        self._udp.transport.write(item.data, item.addr)
+                        udp.write(item.data, item.addr)
                 else:
                     conn = self._connections.get(item.connection or -1)
-                    if conn is None or conn.transport is None:
+                    stream: Any = conn.transport if conn is not None else None
+                    if stream is None:
                         raise ConnectionError("TCP connection is gone")
                     if item.data:
-                        conn.transport.write(item.data)
+                        stream.write(item.data)
                     if item.close:
-                        conn.transport.loseConnection()
+                        stream.loseConnection()
             except Exception as exc:  # noqa: BLE001
                 log.warning("sip.transport.error", transport=item.transport, error=str(exc))
                 if not item.close:
@@ -193,9 +197,9 @@ class SipService:
                     self._handler.incoming_call(event.call)
                 elif isinstance(event, CallEnded):
                     self._handler.call_ended(event.call, event.reason)
-            except Exception:  # noqa: BLE001 - an application bug must not stop SIP
+            except Exception:
                 log.exception("sip.handler.error", event=type(event).__name__,
-                              call_id=getattr(event, "call").call_id)
+                              call_id=event.call.call_id)
 
     def _schedule(self) -> None:
         deadline = self.endpoint.get_timer()
@@ -215,6 +219,6 @@ class SipService:
         self._timer_deadline = None
         try:
             self.endpoint.handle_timer(self._clock())
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("sip.timer.error")
         self._flush()

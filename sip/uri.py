@@ -219,7 +219,7 @@ def _parse_strict(text: str) -> SipUri:
 _VIA_RE = re.compile(
     r"^\s*([A-Za-z0-9\-._!%*+`'~]+)\s*/\s*([A-Za-z0-9\-._!%*+`'~]+)\s*/\s*"
     r"([A-Za-z0-9\-._!%*+`'~]+)\s+(\S[^;]*?)\s*(;.*)?$",
-    re.S,
+    re.DOTALL,
 )
 
 

@@ -163,7 +163,7 @@ class ConferenceCore:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         except Exception as exc:  # aiortc raises ValueError, KeyError, IndexError... on bad SDP
-            raise BadSdp(f"cannot use the SDP offer: {exc or type(exc).__name__}") from exc
+            raise BadSdp(f"cannot use the SDP offer: {str(exc) or type(exc).__name__}") from exc
         if participant.kind == "whep":
             kinds = {t.kind for t in pc.getTransceivers()}
             if participant.audio is not None and "audio" in kinds:
@@ -173,7 +173,7 @@ class ConferenceCore:
         try:
             answer = await pc.createAnswer()
         except Exception as exc:  # no common codec, no DTLS fingerprint...
-            raise BadSdp(f"cannot answer the SDP offer: {exc or type(exc).__name__}") from exc
+            raise BadSdp(f"cannot answer the SDP offer: {str(exc) or type(exc).__name__}") from exc
         await pc.setLocalDescription(answer)  # gathers ICE candidates: the answer is complete
         return pc.localDescription.sdp
 

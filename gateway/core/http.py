@@ -281,13 +281,22 @@ class HealthResource(Resource):
         return _send(request, _Response(200, b"ok", {b"Content-Type": b"text/plain; charset=utf-8"}))
 
 
+class _NotFound(Resource):
+    """Any path no route claims: a plain-text 404 (twisted's default page is HTML and deprecated)."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        return _send(request, _text(404, "not found"))
+
+
 class _Root(Resource):
     """The listener's root: children are the routes; ``/`` itself says where to go."""
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
             return self
-        return super().getChild(path, request)
+        return _NotFound()
 
     def render_GET(self, request: Request) -> bytes:
         return _send(request, _text(404, "roomgate: open /m/<meeting> to join a meeting"))

@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.support.audio import assert_tone, tone, write_wav
-from tests.support.chromium import audio_stats, launch_chromium, record_remote_audio, serve_directory
+from tests.support.chromium import (
+    audio_stats,
+    launch_chromium,
+    record_remote_audio,
+    serve_directory,
+)
 
 pytestmark = pytest.mark.interop
 

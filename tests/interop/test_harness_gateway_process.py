@@ -76,9 +76,9 @@ def test_gateway_process_harness_with_a_stand_in(tmp_path: Path) -> None:
 def test_gateway_process_harness_reports_a_start_failure(tmp_path: Path) -> None:
     script = tmp_path / "dies.py"
     script.write_text("import sys; print('config refused: line 3', file=sys.stderr); sys.exit(2)")
-    with pytest.raises(RuntimeError, match="config refused: line 3"):
-        with running_gateway(tmp_path / "gw", command=[sys.executable, str(script)]):
-            pass
+    with pytest.raises(RuntimeError, match="config refused: line 3"), \
+            running_gateway(tmp_path / "gw", command=[sys.executable, str(script)]):
+        pass
 
 
 def test_two_gateways_get_disjoint_ports(gateway_factory, tmp_path: Path) -> None:

@@ -57,11 +57,11 @@ def test_decode_as_and_heuristic_find_rtp_without_sdp(tmp_path: Path) -> None:
     caller_rtp, answer_rtp = free_rtp_port(40000, 49000), free_rtp_port(49000, 58000)
     pcap = tmp_path / "media.pcapng"
     with start_pjsua_answer(codec="PCMU", play_wav=wav, rtp_port=answer_rtp, seconds=30,
-                            timeout=40) as answer:
-        with capture(f"udp port {caller_rtp} or udp port {answer_rtp}", pcap):
-            result = run_pjsua_call(answer.uri(), codec="PCMU", play_wav=wav, seconds=1,
-                                    rtp_port=caller_rtp)
-            answer.wait(timeout=30)
+                            timeout=40) as answer, \
+            capture(f"udp port {caller_rtp} or udp port {answer_rtp}", pcap):
+        result = run_pjsua_call(answer.uri(), codec="PCMU", play_wav=wav, seconds=1,
+                                rtp_port=caller_rtp)
+        answer.wait(timeout=30)
     assert result.connected
     assert decode(pcap, "rtp", ["rtp.p_type"]) == []  # no SDP seen: plain UDP to tshark
     by_rule = decode(pcap, "rtp", ["rtp.p_type"], decode_as=[f"udp.port=={answer_rtp},rtp"])

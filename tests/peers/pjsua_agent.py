@@ -123,7 +123,7 @@ class Outcome:
 class AgentCall(pj.Call):
     """A call that plays a looped WAV into itself and records what it receives."""
 
-    def __init__(self, agent: "Agent", account: pj.Account, call_id: int = pj.PJSUA_INVALID_ID,
+    def __init__(self, agent: Agent, account: pj.Account, call_id: int = pj.PJSUA_INVALID_ID,
                  *, record: str | None = None) -> None:
         super().__init__(account, call_id)
         self.agent = agent
@@ -231,7 +231,7 @@ class AgentCall(pj.Call):
 
 
 class AgentAccount(pj.Account):
-    def __init__(self, agent: "Agent") -> None:
+    def __init__(self, agent: Agent) -> None:
         super().__init__()
         self.agent = agent
 
@@ -468,7 +468,8 @@ def main(argv: list[str]) -> None:
     except Exception as exc:  # noqa: BLE001 - report, never hang
         traceback.print_exc(file=sys.stderr)
         broken = Outcome(args.record)
-        broken.error = f"{type(exc).__name__}: {getattr(exc, 'info', lambda: exc)() if isinstance(exc, pj.Error) else exc}"
+        detail = exc.info() if isinstance(exc, pj.Error) else str(exc)
+        broken.error = f"{type(exc).__name__}: {detail}"
         lines.append(broken.as_json(args.mode))
         code = 2
     sys.stdout.flush()

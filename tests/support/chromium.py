@@ -23,11 +23,15 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext, Page
 
 CHROMIUM = os.environ.get("ROOMGATE_CHROMIUM", "/usr/bin/chromium")
 
@@ -67,7 +71,7 @@ def chromium_available() -> bool:
 def launch_chromium(*, fake_audio_wav: Path | str | None = None, loop_audio: bool = True,
                     extra_args: Sequence[str] = (), headless: bool = True,
                     user_data_dir: Path | str | None = None,
-                    timeout_ms: float = 30_000) -> Iterator["BrowserContext"]:  # noqa: F821
+                    timeout_ms: float = 30_000) -> Iterator[BrowserContext]:
     """A Playwright ``BrowserContext`` of a fresh headless Chromium (own temporary profile).
 
     Microphone and camera permissions are granted; ``fake_audio_wav`` is what its microphone
@@ -101,7 +105,7 @@ def launch_chromium(*, fake_audio_wav: Path | str | None = None, loop_audio: boo
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     pages: Mapping[str, tuple[str, bytes]] = {}
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         page = self.pages.get(self.path.split("?", 1)[0])
         if page is None:
             return super().do_GET()
@@ -113,7 +117,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -185,7 +189,7 @@ async ([streamExpr, seconds]) => {
 """
 
 
-def record_remote_audio(page: "Page", stream_expr: str, seconds: float = 2.0  # noqa: F821
+def record_remote_audio(page: Page, stream_expr: str, seconds: float = 2.0
                         ) -> tuple[np.ndarray, int]:
     """Record ``seconds`` of the page's MediaStream found at JS expression ``stream_expr``.
 
@@ -233,6 +237,6 @@ async (pcExpr) => {
 """
 
 
-def audio_stats(page: "Page", pc_expr: str) -> dict:  # noqa: F821
+def audio_stats(page: Page, pc_expr: str) -> dict:
     """Audio RTP counters, codec and selected ICE pair of the page's RTCPeerConnection ``pc_expr``."""
     return page.evaluate(_STATS_JS, pc_expr)

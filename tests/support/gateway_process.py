@@ -30,9 +30,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import pytest
 import yaml
@@ -222,7 +223,7 @@ class GatewayProcess:
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         """GET ``path`` on the gateway's HTTP listener: (status, body)."""
         try:
-            with urllib.request.urlopen(self.http_url + path, timeout=timeout) as r:  # noqa: S310
+            with urllib.request.urlopen(self.http_url + path, timeout=timeout) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()

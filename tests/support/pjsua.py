@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -62,7 +62,7 @@ class PjsuaResult:
         return read_wav(self.record)
 
     @classmethod
-    def from_line(cls, line: str, returncode: int, stderr: str) -> "PjsuaResult":
+    def from_line(cls, line: str, returncode: int, stderr: str) -> PjsuaResult:
         raw = json.loads(line)
         return cls(
             connected=bool(raw["connected"]),
@@ -149,7 +149,7 @@ def run_pjsua_call(uri: str, *, codec: str | None = None, play_wav: Path | str |
         codec=codec, play_wav=play_wav, record_wav=record_wav, seconds=seconds,
         transport=transport, timeout=timeout, srtp=srtp, log_file=log_file, rtp_port=rtp_port)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + seconds + 15)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout + seconds + 15)
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"pjsua call agent hung; stderr tail:\n{(exc.stderr or b'')[-3000:]!r}") from exc
     return _parse_output(proc.stdout, proc.stderr, proc.returncode, f"call {uri}")
@@ -198,7 +198,7 @@ class PjsuaAnswer:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
-    def __enter__(self) -> "PjsuaAnswer":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -22,10 +22,10 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 TSHARK = shutil.which("tshark") or "/usr/bin/tshark"
 
@@ -133,7 +133,7 @@ def decode(path: Path | str, display_filter: str | None, fields: Sequence[str], 
             "-E", "quote=n"]
     for f in fields:
         cmd += ["-e", f]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise RuntimeError(f"tshark failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
     rows = []

@@ -7,7 +7,15 @@ import pytest
 from sip.calls import CallState, EndReason, InboundCall
 from sip.message import SipRequest, SipResponse, parse_message
 from sip.testing import (
-    CALLER, Harness, RecordingHandler, cancel_for, in_dialog, invite, options, parsed, statuses,
+    CALLER,
+    Harness,
+    RecordingHandler,
+    cancel_for,
+    in_dialog,
+    invite,
+    options,
+    parsed,
+    statuses,
 )
 from sip.timers import TimerQueue, TimerValues
 from sip.transaction import Destination, Input, State, Transaction
@@ -47,7 +55,7 @@ def test_invite_gives_100_then_incoming_call_with_offer() -> None:
 
 def test_accept_sends_complete_200() -> None:
     h = Harness()
-    call, inv, tag = answered(h)
+    call, _, _ = answered(h)
     ok = parsed(h.sent)[-1]
     assert isinstance(ok, SipResponse)
     hdr = ok.headers
@@ -84,7 +92,7 @@ def test_2xx_retransmitted_with_backoff_until_ack() -> None:
 
 def test_ack_timeout_sends_bye_and_ends_call() -> None:
     h = Harness()
-    call, inv, tag = answered(h)
+    call, _, tag = answered(h)
     out = h.advance(31.9)
     assert set(statuses(out)) == {200}
     assert h.handler.ended == []
@@ -302,7 +310,7 @@ def test_calls_over_tcp_use_the_connection() -> None:
 
 def test_transport_failure_ends_call() -> None:
     h = Harness()
-    call, inv, tag = answered(h)
+    call, _, _ = answered(h)
     h.endpoint.transport_failed(None, CALLER)
     h._drain()
     assert h.handler.ended == [(call, EndReason.TRANSPORT_ERROR)]

@@ -6,7 +6,13 @@ import pytest
 
 from sip.framing import FramingError, StreamFramer
 from sip.headers import Headers, canonical_name, split_list
-from sip.message import SipParseError, SipRequest, SipResponse, make_response, parse_message
+from sip.message import (
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    make_response,
+    parse_message,
+)
 from sip.uri import NameAddr, SipUri, UriError, Via
 
 BASIC = (

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from sip.message import parse_message
-from sip.offer_answer import AudioChoice, OfferRejected, build_answer, choose_audio, media_security
+from sip.offer_answer import (
+    AudioChoice,
+    OfferRejected,
+    build_answer,
+    choose_audio,
+    media_security,
+)
 from sip.sdp import SdpParseError, SessionDescription
 
 CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus"

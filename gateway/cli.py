@@ -1,0 +1,140 @@
+"""``roomgate``: check configuration and policy files, and run the gateway.
+
+Exit codes are part of the interface (scripts and CI use ``policy check`` before a
+reload): 0 valid / ran cleanly, 1 invalid (one ``FILE:LINE:COL: reason`` line per
+problem on stderr), 2 a file could not be read or the command line is wrong.
+
+``gateway.app`` (Twisted, aiortc) is imported only by ``run``, so the checks stay
+fast and work on a machine that only validates files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+
+from gateway import __version__
+from gateway.config import ConfigError, ConfigUnreadable, load_config
+from gateway.policy import PolicyError, PolicyUnreadable, load_policy
+
+EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
+
+
+@contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """Keep structlog's info events (``policy.loaded``) off stdout while checking, then restore
+    whatever configuration there was (the CLI may run inside tests or another program)."""
+    saved = structlog.get_config()
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.dev.ConsoleRenderer(colors=False)],
+        wrapper_class=structlog.make_filtering_bound_logger(30),  # warning and above
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+
+
+def _print_errors(messages: Sequence[str]) -> None:
+    for line in messages:
+        print(line, file=sys.stderr)
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    with _quiet_logs():
+        try:
+            policy = load_policy(args.file)
+        except PolicyUnreadable as exc:
+            print(f"roomgate: {exc}", file=sys.stderr)
+            return EXIT_UNREADABLE
+        except PolicyError as exc:
+            _print_errors([str(e) for e in exc.errors])
+            return EXIT_INVALID
+    print(f"{args.file}: OK: {policy.summary()}")
+    return EXIT_OK
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    with _quiet_logs():
+        code, cfg = _load(args.file)
+        if cfg is None:
+            return code
+        policy = load_policy(cfg.policy)  # validated by load_config; loaded again for the summary
+    listeners = [f"sip/{name} {hp}" for name, hp in (("udp", cfg.sip.udp), ("tcp", cfg.sip.tcp))
+                 if hp is not None]
+    core = cfg.core.url or "embedded"
+    print(f"{args.file}: OK: {', '.join(listeners)}, http {cfg.http.listen}, media "
+          f"{cfg.media.address} ports {cfg.media.ports}, core {core}")
+    print(f"{cfg.policy}: OK: {policy.summary()}")
+    return EXIT_OK
+
+
+def _load(path: str) -> tuple[int, Any]:
+    """(exit code, config or None), printing the errors."""
+    try:
+        return EXIT_OK, load_config(path)
+    except ConfigUnreadable as exc:
+        _print_errors([f"roomgate: {m}" for m in exc.messages])
+        return EXIT_UNREADABLE, None
+    except ConfigError as exc:
+        _print_errors(exc.messages)
+        return EXIT_INVALID, None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    with _quiet_logs():
+        code, cfg = _load(args.config)
+    if cfg is None:
+        return code
+    from gateway import app  # lazily: Twisted/aiortc only when actually running
+
+    return int(app.run(cfg))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="roomgate", description="SIP/H.323 to WebRTC meeting gateway.")
+    parser.add_argument("--version", action="version", version=f"roomgate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    policy = sub.add_parser("policy", help="policy file commands")
+    policy_sub = policy.add_subparsers(dest="policy_command", metavar="ACTION")
+    policy_sub.required = True
+    check = policy_sub.add_parser("check", help="validate a policy file (exit 0 valid, 1 invalid, "
+                                                "2 unreadable)")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(handler=cmd_policy_check)
+
+    config = sub.add_parser("config", help="node configuration commands")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION")
+    config_sub.required = True
+    ccheck = config_sub.add_parser("check", help="validate gateway.yaml and the policy it names")
+    ccheck.add_argument("file", metavar="FILE")
+    ccheck.set_defaults(handler=cmd_config_check)
+
+    run = sub.add_parser("run", help="run the gateway")
+    run.add_argument("--config", "-c", required=True, metavar="FILE", help="gateway.yaml")
+    run.set_defaults(handler=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``roomgate`` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --version, --help (0) and usage errors (2)
+        return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
