@@ -22,8 +22,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import structlog
-from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator,
-                      ValidationInfo, field_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from gateway.yamlmarks import Issue, Loaded, YamlError, load_file, validate
@@ -239,7 +246,7 @@ class CoreConfig(_Section):
         if parts.query or parts.fragment:
             raise _fail("url", f"{value!r}: a base URL takes no ?query or #fragment")
         try:
-            parts.port
+            _ = parts.port  # raises on a non-numeric or out-of-range port
         except ValueError:
             raise _fail("url", f"{value!r}: invalid port") from None
         return value.rstrip("/")

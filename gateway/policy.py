@@ -29,7 +29,15 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.yamlmarks import Issue, Loaded, YamlError, format_path, load_file, loads, validate
+from gateway.yamlmarks import (
+    Issue,
+    Loaded,
+    YamlError,
+    format_path,
+    load_file,
+    loads,
+    validate,
+)
 
 log = structlog.get_logger("gateway.policy")
 

@@ -140,7 +140,7 @@ _NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
 
 #: Words YAML 1.1 (and so PyYAML) would turn into booleans; here they stay strings.
 YAML11_BOOLEAN_WORDS = frozenset(
-    "y Y yes Yes YES n N no No NO on On ON off Off OFF".split())
+    ["y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF"])
 
 _TAG = "tag:yaml.org,2002:"
 
@@ -153,9 +153,9 @@ def _resolve_plain(text: str) -> Any:
     if _INT10.match(text):
         return int(text)
     if _INT8.match(text):
-        return int(text[2:], 8)
+        return int(text, 0)
     if _INT16.match(text):
-        return int(text[2:], 16)
+        return int(text, 0)
     if _FLOAT.match(text):
         return float(text)
     if _INF.match(text):
@@ -464,8 +464,7 @@ def _error_message(err: Mapping[str, Any], model: type[BaseModel], loc: tuple[An
         return f"expected a list, got {_what(value)}"
     msg = str(err.get("msg", "invalid value"))
     for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix):]
+        msg = msg.removeprefix(prefix)
     return msg
 
 

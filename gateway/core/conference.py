@@ -18,7 +18,14 @@ import structlog
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from bridge.ice import rtc_configuration
-from gateway.core.errors import BadMeetingId, BadParticipantId, BadSdp, CoreClosed, MeetingFull, UnknownParticipant
+from gateway.core.errors import (
+    BadMeetingId,
+    BadParticipantId,
+    BadSdp,
+    CoreClosed,
+    MeetingFull,
+    UnknownParticipant,
+)
 from gateway.core.meeting import Meeting, Participant, ParticipantInfo, ParticipantKind
 
 log = structlog.get_logger("gateway.core")
@@ -201,5 +208,5 @@ class ConferenceCore:
             log.info("core.meeting.ended", meeting=meeting.id)
         try:
             await participant.pc.close()
-        except Exception:  # noqa: BLE001 - closing must not fail the caller
+        except Exception:
             log.exception("core.participant.close_failed", meeting=meeting.id, participant=participant_id)

@@ -23,15 +23,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from gateway.core.conference import MAX_SDP_BYTES, PARTICIPANT_ID, ConferenceCore, check_meeting_id
+from gateway.core.conference import (
+    MAX_SDP_BYTES,
+    PARTICIPANT_ID,
+    ConferenceCore,
+    check_meeting_id,
+)
 from gateway.core.errors import BadParticipantId, BadSdp, CoreError, UnknownParticipant
 from gateway.core.meeting import ParticipantKind
 
@@ -95,7 +100,8 @@ def _path(request: Request) -> list[str]:
 
 
 def _arg(request: Request, name: bytes) -> str | None:
-    values = (request.args or {}).get(name)
+    args: dict[bytes, list[bytes]] = request.args or {}
+    values = args.get(name)
     if not values:
         return None
     return values[0].decode("utf-8", "replace")
@@ -119,7 +125,7 @@ def _run(request: Request, handler: Callable[[], Awaitable[_Response]], *,
             response = _text(exc.status, exc.reason)
         except asyncio.CancelledError:
             return
-        except Exception:  # noqa: BLE001 - a handler bug must become a 500, never an escaped exception
+        except Exception:
             log.exception("core.http.failed", method=request.method.decode("ascii", "replace"))
             response = _text(500, "internal error")
         if gone:
@@ -313,9 +319,13 @@ def build_core_resource(core: ConferenceCore, *, reactor: Any, static_dir: Path 
     del reactor
     static = static_dir or STATIC_DIR
     root = _Root()
-    root.putChild(b"whip", SignallingResource(core, "whip"))
-    root.putChild(b"whep", SignallingResource(core, "whep"))
-    root.putChild(b"m", MeetingPageResource(static))
-    root.putChild(b"static", StaticResource(static))
-    root.putChild(b"healthz", HealthResource())
+    children: dict[bytes, Resource] = {
+        b"whip": SignallingResource(core, "whip"),
+        b"whep": SignallingResource(core, "whep"),
+        b"m": MeetingPageResource(static),
+        b"static": StaticResource(static),
+        b"healthz": HealthResource(),
+    }
+    for name, child in children.items():
+        root.putChild(name, cast(IResource, child))  # Resource implements IResource (zope, unseen by mypy)
     return root

@@ -149,6 +149,8 @@ class Meeting:
         try:
             while True:
                 frame = await track.recv()
+                if not isinstance(frame, av.AudioFrame):
+                    continue
                 for out in resampler.resample(frame):
                     fifo.write(out.to_ndarray().reshape(-1))
         except MediaStreamError:
@@ -161,7 +163,8 @@ class Meeting:
         try:
             while True:
                 frame = await track.recv()
-                self.video.deliver(participant_id, frame)
+                if isinstance(frame, av.VideoFrame):
+                    self.video.deliver(participant_id, frame)
         except MediaStreamError:
             pass
         finally:
@@ -185,7 +188,7 @@ class Meeting:
                 log.warning("core.mixer.late", meeting=self.id, skipped_ticks=skipped)
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001 - one bad tick must not silence the meeting
+            except Exception:
                 log.exception("core.mixer.tick_failed", meeting=self.id)
 
     def tick(self) -> None:

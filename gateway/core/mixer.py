@@ -7,7 +7,7 @@ meeting's clock (``gateway.core.meeting``) calls :func:`mix_minus` once per tick
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -58,9 +58,9 @@ def saturating_sum(blocks: Iterable[np.ndarray]) -> np.ndarray:
 
 
 def mix_minus(
-    blocks: Mapping[Hashable, np.ndarray],
-    exclusions: Iterable[Hashable | None],
-) -> dict[Hashable | None, np.ndarray]:
+    blocks: Mapping[str, np.ndarray],
+    exclusions: Iterable[str | None],
+) -> dict[str | None, np.ndarray]:
     """One tick's mixes: the full mix (key ``None``) and the mix minus each excluded publisher.
 
     The full sum is computed once in int32 and each N-1 mix is that sum minus
@@ -72,7 +72,7 @@ def mix_minus(
     for block in blocks.values():
         total += block
     full = soft_limit(total)
-    result: dict[Hashable | None, np.ndarray] = {None: full}
+    result: dict[str | None, np.ndarray] = {None: full}
     for excluded in exclusions:
         if excluded is None or excluded in result:
             continue

@@ -9,7 +9,7 @@ speaker must have held the picture for ``hold`` seconds.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 SMOOTHING = 0.2
@@ -31,16 +31,16 @@ class SpeakerSelector:
 
     hold: float = 1.0
     margin: float = 2.0
-    current: Hashable | None = None
+    current: str | None = None
     since: float = field(default=float("-inf"))
 
-    def choose(self, energies: Mapping[Hashable, float], now: float) -> Hashable | None:
+    def choose(self, energies: Mapping[str, float], now: float) -> str | None:
         """The source to show now, given candidates' smoothed energies (already without the excluded one)."""
         if not energies:
             self.current = None
             return None
         loudest = max(energies, key=lambda k: energies[k])
-        if self.current not in energies:
+        if self.current is None or self.current not in energies:
             # First pick, or the shown speaker stopped sending video or left: switch at once.
             self.current, self.since = loudest, now
         elif (

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import fractions
 from collections import deque
-from collections.abc import Hashable
 
 import av
 import numpy as np
@@ -80,7 +79,7 @@ class MixAudioTrack(MediaStreamTrack):
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), TICK_SECONDS)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if self.readyState != "live":
             raise MediaStreamError
@@ -107,7 +106,7 @@ class SwitchedVideoTrack(MediaStreamTrack):
 
     POLL_SECONDS = 0.5
 
-    def __init__(self, switch: VideoSwitch, exclude: Hashable | None, hold: float = 1.0) -> None:
+    def __init__(self, switch: VideoSwitch, exclude: str | None, hold: float = 1.0) -> None:
         super().__init__()
         self._switch = switch
         self._exclude = exclude
@@ -115,7 +114,7 @@ class SwitchedVideoTrack(MediaStreamTrack):
         self._last_pts = -1
 
     @property
-    def source(self) -> Hashable | None:
+    def source(self) -> str | None:
         """The publisher currently shown (None before the first frame)."""
         return self._selector.current
 

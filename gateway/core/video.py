@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 
 import av
 
@@ -33,23 +33,23 @@ class VideoSwitch:
     are shared by all subscribers and must not be mutated afterwards.
     """
 
-    def __init__(self, energies: Mapping[Hashable, float]) -> None:
+    def __init__(self, energies: Mapping[str, float]) -> None:
         self._energies = energies
-        self._sources: dict[Hashable, _Source] = {}
+        self._sources: dict[str, _Source] = {}
         self._changed = asyncio.Event()
         self._origin: float | None = None
         self._last_pts = -1
 
-    def add_source(self, publisher: Hashable) -> None:
+    def add_source(self, publisher: str) -> None:
         self._sources.setdefault(publisher, _Source())
 
-    def remove_source(self, publisher: Hashable) -> None:
+    def remove_source(self, publisher: str) -> None:
         source = self._sources.pop(publisher, None)
         if source is not None:
             source.arrived.set()  # wake waiters so they re-choose at once
         self._signal_change()
 
-    def deliver(self, publisher: Hashable, frame: av.VideoFrame) -> None:
+    def deliver(self, publisher: str, frame: av.VideoFrame) -> None:
         """A publisher's decoded frame arrived: stamp it and wake the subscribers showing it."""
         source = self._sources.get(publisher)
         if source is None:
@@ -68,7 +68,7 @@ class VideoSwitch:
         if first:
             self._signal_change()
 
-    def candidates(self, exclude: Hashable | None) -> dict[Hashable, float]:
+    def candidates(self, exclude: str | None) -> dict[str, float]:
         """Publishers that have sent video, other than ``exclude``, with their recent energy."""
         return {
             pid: self._energies.get(pid, 0.0)
@@ -80,17 +80,17 @@ class VideoSwitch:
         """Sleep until a source appears or goes, or ``timeout`` passes."""
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
-    async def next_frame(self, publisher: Hashable, timeout: float) -> av.VideoFrame | None:
+    async def next_frame(self, publisher: str, timeout: float) -> av.VideoFrame | None:
         """The publisher's next frame, or None on timeout or when it stopped sending video."""
         source = self._sources.get(publisher)
         if source is None:
             return None
         try:
             await asyncio.wait_for(source.arrived.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         current = self._sources.get(publisher)
         return current.latest if current is source else None

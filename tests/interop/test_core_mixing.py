@@ -15,7 +15,12 @@ import pytest
 
 from tests.support import webrtc_client as wc
 from tests.support.audio import analyse, assert_tone
-from tests.support.core_server import CoreServer, loop_and_reactor, run, start_core_server
+from tests.support.core_server import (
+    CoreServer,
+    loop_and_reactor,
+    run,
+    start_core_server,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -152,31 +157,62 @@ def test_active_speaker_video_never_shows_the_excluded_publisher(server: CoreSer
     assert minus_a_rgb is not None and minus_a_rgb[2] > 150 and minus_a_rgb[0] < 100, f"feed minus A shows {minus_a_rgb}"
 
 
-def test_client_that_hangs_up_mid_post_leaves_no_participant(server: CoreServer) -> None:
-    """The offer is valid, but the client closes the connection before the answer: nothing may linger."""
+def test_participant_that_never_connects_is_dropped() -> None:
+    """An answered offer whose client never completes ICE is removed after the connect timeout."""
 
     async def scenario() -> None:
         from aiortc import RTCPeerConnection
 
+        short = await start_core_server(connect_timeout=1.0)
+        try:
+            pc = RTCPeerConnection(configuration=wc._configuration())
+            pc.addTransceiver(wc.ToneTrack.sine(440), direction="sendonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            result = await wc.http_request("POST", f"{short.base_url}/whip/ghost", pc.localDescription.sdp.encode(),
+                                           {"Content-Type": "application/sdp"})
+            assert result.status == 201
+            await pc.close()  # never applies the answer: the core's ICE checks go unanswered
+            assert short.core.meeting("ghost") is not None
+            for _ in range(100):
+                if short.core.meeting("ghost") is None:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"meeting still has {short.core.roster('ghost')}")
+        finally:
+            await short.stop()
+
+    run(scenario())
+
+
+def test_client_that_hangs_up_mid_negotiation_leaves_nothing(server: CoreServer) -> None:
+    """The request is cancelled while the core negotiates: the half-made participant is undone, no response."""
+    import io
+
+    from aiortc import RTCPeerConnection
+    from twisted.python.failure import Failure
+    from twisted.web.resource import getChildForRequest
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from gateway.core.http import build_core_resource
+
+    async def scenario() -> DummyRequest:
         pc = RTCPeerConnection(configuration=wc._configuration())
         pc.addTransceiver(wc.ToneTrack.sine(440), direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())
-        offer = pc.localDescription.sdp.encode()
-        host, port = server.base_url.removeprefix("http://").split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"POST /whip/hangup HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n"
-                     b"Content-Length: %d\r\n\r\n" % len(offer) + offer)
-        await writer.drain()
-        for _ in range(100):  # until the core has started on it
-            if server.core.meeting("hangup") is not None:
-                break
-            await asyncio.sleep(0.01)
-        writer.close()
         await pc.close()
-        for _ in range(200):
-            if server.core.meeting("hangup") is None:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"meeting still has {server.core.roster('hangup')}")
+        root = build_core_resource(server.core, reactor=loop_and_reactor()[1])
+        request = DummyRequest([b"whip", b"hangup"])
+        request.method = b"POST"
+        request.content = io.BytesIO(pc.localDescription.sdp.encode())
+        request.requestHeaders.setRawHeaders(b"content-type", [b"application/sdp"])
+        getChildForRequest(root, request).render(request)
+        while server.core.meeting("hangup") is None:  # the participant is registered before negotiating
+            await asyncio.sleep(0)
+        request.processingFailed(Failure(ConnectionError("client went away")))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+        return request
 
-    run(scenario())
+    request = run(scenario())
+    assert server.core.meeting("hangup") is None
+    assert request.responseCode is None and request.written == []

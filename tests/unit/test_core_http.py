@@ -17,9 +17,9 @@ from tests.support.core_server import loop_and_reactor, run
 # requesthelper imports twisted.internet.reactor: the asyncio reactor must be installed first.
 loop_and_reactor()
 
-from twisted.web.resource import Resource, getChildForRequest  # noqa: E402
-from twisted.web.server import NOT_DONE_YET  # noqa: E402
-from twisted.web.test.requesthelper import DummyRequest  # noqa: E402
+from twisted.web.resource import Resource, getChildForRequest
+from twisted.web.server import NOT_DONE_YET
+from twisted.web.test.requesthelper import DummyRequest
 
 OFFER_WITHOUT_FINGERPRINT = (
     "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"

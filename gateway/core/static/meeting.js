@@ -153,13 +153,14 @@
     el.leave.disabled = true;
     const urls = [whepUrl, whipUrl].filter(Boolean);
     whipUrl = whepUrl = null;
+    // DELETE before closing: a closed connection also ends the resource, and the DELETE would then 404.
+    await Promise.all(urls.map((url) =>
+      fetch(url, { method: "DELETE", keepalive: true }).catch((err) => console.warn("DELETE failed", err))));
     for (const pc of [subscriber, publisher]) if (pc) pc.close();
     publisher = subscriber = null;
     if (media) media.getTracks().forEach((track) => track.stop());
     media = null;
     el.localVideo.srcObject = el.remoteVideo.srcObject = el.remoteAudio.srcObject = null;
-    await Promise.all(urls.map((url) =>
-      fetch(url, { method: "DELETE", keepalive: true }).catch((err) => console.warn("DELETE failed", err))));
     roomgate.whipId = roomgate.whepId = null;
     setState("left");
     el.join.hidden = false;
