@@ -76,15 +76,19 @@ class Gateway:
             self._listening.append(p)
             self.sip_ports["tcp"] = p.getHost().port
 
-        sip_host = (cfg.sip.udp or cfg.sip.tcp).host if (cfg.sip.udp or cfg.sip.tcp) else cfg.media.address
+        sip_listener = cfg.sip.udp or cfg.sip.tcp  # config validation guarantees at least one
+        assert sip_listener is not None
+        sip_host = sip_listener.host
         sip_port = self.sip_ports.get("udp") or self.sip_ports.get("tcp")
         page = f"http://{_url_host(http_host)}:{self.http_port}/m/1000"
+        transports = " or ".join(t.upper() for t in self.sip_ports)
         dial = f"sip:1000@{_url_host(sip_host)}:{sip_port}"
         log.info("gateway.ready", sip=self.sip_ports, http=self.http_port, core=core_url,
                  embedded_core=cfg.core.url is None)
-        print(f"roomgate is up.\n  Dial a SIP phone or room system to  {dial}\n"
-              f"  Open a browser at                    {page}\n"
-              f"  (any meeting id works in place of 1000; Ctrl-C stops)", flush=True)
+        print(f"roomgate is up.\n"
+              f"  SIP phone or room system: dial {dial} ({transports})\n"
+              f"  Browser:                  open {page}\n"
+              f"  Any meeting id works in place of 1000. Ctrl-C stops.", flush=True)
 
     async def stop(self) -> None:
         log.info("gateway.stopping")

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from bridge.ports import PortAllocator
+from bridge.ports import NoFreePort, PortAllocator
 from bridge.session import MediaSession
 from gateway.admission import Refuse, decide
 from gateway.policy import Policy
@@ -149,7 +149,7 @@ class CallController:
                 telephone_event_pt=choice.telephone_event_pt,
                 display_name=call.from_display or "SIP caller",
             )
-        except Exception as exc:  # no free port, bad address: the caller gets a clean 503
+        except (NoFreePort, OSError, ValueError, KeyError) as exc:  # the caller gets a clean 503
             bound.error("call.media_failed", stage="allocate", error=str(exc))
             call.reject(503, "Service Unavailable", warning="no media port available")
             self._forget(entry)
@@ -158,7 +158,7 @@ class CallController:
         session.on_ended = lambda why: self._media_ended(entry, why)
         try:
             await session.start()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to join must give the caller a clean 503
             bound.error("call.media_failed", stage="join", error=str(exc))
             self._close_media(entry)
             if not entry.ended:

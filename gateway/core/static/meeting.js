@@ -17,7 +17,7 @@
   const el = {
     meeting: $("meeting"), state: $("state"), error: $("error"), join: $("join"), leave: $("leave"),
     unmute: $("unmute"), remoteVideo: $("remote-video"), localVideo: $("local-video"),
-    remoteAudio: $("remote-audio"), stats: $("stats"),
+    remoteAudio: $("remote-audio"), stats: $("stats"), remoteVideoNote: $("remote-video-note"),
   };
 
   const meeting = decodeURIComponent(location.pathname.split("/").filter(Boolean)[1] || "");
@@ -181,6 +181,8 @@
   }
 
   async function renderStats() {
+    // Audio-only participants (SIP phones) send no picture: say so rather than show a bare black box.
+    el.remoteVideoNote.textContent = subscriber && el.remoteVideo.videoWidth === 0 ? ": no video, audio only" : "";
     try {
       const stats = await subscriberStats();
       el.stats.textContent = JSON.stringify({ state: roomgate.state, ...stats }, null, 2);

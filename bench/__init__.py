@@ -1,0 +1,1 @@
+"""roomgate benchmarks (issue 6): ``python -m bench`` prints figures; tests never assert timings."""
