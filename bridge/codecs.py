@@ -119,16 +119,21 @@ class G711Decoder:
 
 # -- G.722 ----------------------------------------------------------------------------
 
+def _g722_context(mode: str) -> av.CodecContext:
+    """An FFmpeg G.722 context ("w" encodes, "r" decodes) for 16 kHz mono s16."""
+    ctx = av.CodecContext.create("g722", mode)
+    ctx.sample_rate = 16000
+    ctx.layout = "mono"
+    ctx.format = "s16"
+    return ctx
+
+
 class G722Encoder:
     """One FFmpeg G.722 encoder context: ADPCM state carries over from frame to frame."""
 
     def __init__(self) -> None:
-        ctx = av.CodecContext.create("g722", "w")
-        ctx.sample_rate = 16000
-        ctx.layout = "mono"
-        ctx.format = "s16"
-        ctx.open()
-        self._ctx = ctx
+        self._ctx = _g722_context("w")
+        self._ctx.open()
         self._pts = 0
 
     def encode(self, pcm: np.ndarray) -> bytes:
@@ -144,11 +149,7 @@ class G722Decoder:
     """One FFmpeg G.722 decoder context (4 bits per 16 kHz sample pair -> 2 samples per byte)."""
 
     def __init__(self) -> None:
-        ctx = av.CodecContext.create("g722", "r")
-        ctx.sample_rate = 16000
-        ctx.layout = "mono"
-        ctx.format = "s16"
-        self._ctx = ctx
+        self._ctx = _g722_context("r")
 
     def decode(self, payload: bytes) -> np.ndarray:
         if not payload:

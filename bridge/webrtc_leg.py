@@ -18,7 +18,6 @@ the PCM to ``on_audio`` (the legacy leg's bounded outbound FIFO).
 from __future__ import annotations
 
 import asyncio
-import fractions
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -31,6 +30,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from bridge.codecs import PcmFifo, Resampler, downmix, silence
 from bridge.ice import rtc_configuration
+from bridge.pacing import FramePacer, mono_s16_frame
 from bridge.whip_client import CoreError, CoreUnreachable, WhipClient, WhipResource
 
 log = structlog.get_logger("bridge.webrtc_leg")
@@ -58,8 +58,7 @@ class CallerAudioTrack(MediaStreamTrack):
         self._fifo = PcmFifo(WEBRTC_RATE * INBOUND_MAX_MS // 1000)
         self._samples = int(WEBRTC_RATE * PTIME)
         self._silence = silence(self._samples)
-        self._start: float | None = None
-        self._timestamp = 0
+        self._pacer = FramePacer(WEBRTC_RATE, self._samples)
         self.frames_sent = 0
         self.silent_frames = 0
 
@@ -74,25 +73,13 @@ class CallerAudioTrack(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        if self._start is None:
-            self._start = loop.time()
-            self._timestamp = 0
-        else:
-            self._timestamp += self._samples
-            wait = self._start + self._timestamp / WEBRTC_RATE - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
+        pts = await self._pacer.next_pts()
         pcm = self._fifo.pop(self._samples)
         if pcm is None:
             pcm = self._silence
             self.silent_frames += 1
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = WEBRTC_RATE
-        frame.pts = self._timestamp
-        frame.time_base = fractions.Fraction(1, WEBRTC_RATE)
         self.frames_sent += 1
-        return frame
+        return mono_s16_frame(pcm, pts, WEBRTC_RATE)
 
 
 class WebRtcLeg:

@@ -8,18 +8,16 @@ block forever (a stuck ``recv`` stalls RTCP-driven state and shutdown).
 from __future__ import annotations
 
 import asyncio
-import fractions
 from collections import deque
 
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from bridge.pacing import FramePacer, mono_s16_frame
 from gateway.core.mixer import BLOCK_SAMPLES, SAMPLE_RATE, SILENCE, TICK_SECONDS
 from gateway.core.speaker import SpeakerSelector
 from gateway.core.video import VideoSwitch
-
-AUDIO_TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 
 QUEUE_BLOCKS = 5
 """A subscriber queue holds at most 100 ms; older blocks are dropped so latency cannot grow."""
@@ -30,12 +28,7 @@ RESYNC_SECONDS = 0.1
 
 def audio_frame(block: np.ndarray, pts: int) -> av.AudioFrame:
     """A 20 ms mono s16 48 kHz frame at ``pts`` (time base 1/48000) holding ``block``."""
-    frame = av.AudioFrame(format="s16", layout="mono", samples=BLOCK_SAMPLES)
-    frame.planes[0].update(np.ascontiguousarray(block, dtype=np.int16).tobytes())
-    frame.sample_rate = SAMPLE_RATE
-    frame.pts = pts
-    frame.time_base = AUDIO_TIME_BASE
-    return frame
+    return mono_s16_frame(block, pts, SAMPLE_RATE)
 
 
 class MixAudioTrack(MediaStreamTrack):
@@ -47,8 +40,7 @@ class MixAudioTrack(MediaStreamTrack):
         super().__init__()
         self._queue: deque[np.ndarray] = deque(maxlen=depth)
         self._arrived = asyncio.Event()
-        self._start: float | None = None
-        self._pts = 0
+        self._pacer = FramePacer(SAMPLE_RATE, BLOCK_SAMPLES, RESYNC_SECONDS)
         self.dropped_blocks = 0
         """Blocks discarded because the queue was full (the sender fell behind)."""
         self.silent_frames = 0
@@ -65,15 +57,7 @@ class MixAudioTrack(MediaStreamTrack):
         """The next 20 ms frame, no earlier than its schedule and at most one tick later."""
         if self.readyState != "live":
             raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        if self._start is None:
-            self._start = loop.time()
-        else:
-            delay = self._start + self._pts / SAMPLE_RATE - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -RESYNC_SECONDS:
-                self._start = loop.time() - self._pts / SAMPLE_RATE
+        pts = await self._pacer.next_pts()
         if not self._queue:
             # The clock's next push is at most a tick away; wait for it rather than send silence early.
             self._arrived.clear()
@@ -88,9 +72,7 @@ class MixAudioTrack(MediaStreamTrack):
         else:
             block = SILENCE
             self.silent_frames += 1
-        frame = audio_frame(block, self._pts)
-        self._pts += BLOCK_SAMPLES
-        return frame
+        return audio_frame(block, pts)
 
 
 class SwitchedVideoTrack(MediaStreamTrack):
