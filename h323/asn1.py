@@ -26,7 +26,11 @@ log = structlog.get_logger(__name__)
 @functools.cache
 def modules() -> SimpleNamespace:
     """The compiled ASN.1 types we use, imported on first use (once per process)."""
-    from pycrate_asn1dir import H225  # noqa: PLC0415 - deliberately lazy
+    from pycrate_asn1dir import H225
+
+    from h323 import _pycrate_fix
+
+    _pycrate_fix.apply()
 
     msgs = H225.H323_MESSAGES
     msc = H225.MULTIMEDIA_SYSTEM_CONTROL
@@ -42,7 +46,7 @@ def modules() -> SimpleNamespace:
 def _reset_codec() -> None:
     # pycrate keeps a class-level stack of bit offsets for aligned PER; a failed decode leaves
     # entries behind, so drop them to keep hostile input from growing it.
-    from pycrate_asn1rt.codecs import ASN1CodecPER  # noqa: PLC0415
+    from pycrate_asn1rt.codecs import ASN1CodecPER
 
     ASN1CodecPER._off.clear()
 
@@ -58,7 +62,7 @@ def decode(type_name: str, data: bytes, error: type[Asn1Error] = Asn1Error) -> A
 
 def decode_prefix(type_name: str, data: bytes, error: type[Asn1Error] = Asn1Error) -> tuple[Any, bytes]:
     """Decode one aligned-PER value from the start of ``data``; return it and the rest."""
-    from pycrate_core.charpy import Charpy  # noqa: PLC0415
+    from pycrate_core.charpy import Charpy
 
     obj = getattr(modules(), type_name)
     if not data:
@@ -67,7 +71,7 @@ def decode_prefix(type_name: str, data: bytes, error: type[Asn1Error] = Asn1Erro
     try:
         obj.from_aper(char)
         value = obj.get_val()
-    except Exception as exc:  # pycrate raises many kinds; all mean "not a valid value"
+    except Exception as exc:  # noqa: BLE001 - pycrate raises many kinds (CharpyErr, IndexError...)
         _reset_codec()
         raise error(f"cannot decode {type_name}: {type(exc).__name__}: {exc}") from None
     used = (char._cur + 7) // 8
@@ -79,7 +83,7 @@ def encode(type_name: str, value: Any, error: type[Asn1Error] = Asn1Error) -> by
     obj = getattr(modules(), type_name)
     try:
         out = obj.to_aper(value)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - as above: any failure means an unusable value
         _reset_codec()
         raise error(f"cannot encode {type_name}: {type(exc).__name__}: {exc}") from None
     if out is None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from h323 import asn1
 from h323.errors import H225Error
@@ -27,10 +27,28 @@ from h323.errors import H225Error
 PROTOCOL_IDENTIFIER: tuple[int, ...] = (0, 0, 8, 2250, 0, 4)
 
 __all__ = [
-    "PROTOCOL_IDENTIFIER", "TransportAddress", "Alias", "VendorInfo", "Setup", "CallProceeding",
-    "Alerting", "Connect", "ReleaseComplete", "Facility", "Progress", "Empty", "Information",
-    "Status", "StatusInquiry", "Notify", "OtherBody", "Body", "UserInformation", "decode",
-    "encode", "H225Error",
+    "PROTOCOL_IDENTIFIER",
+    "Alerting",
+    "Alias",
+    "Body",
+    "CallProceeding",
+    "Connect",
+    "Empty",
+    "Facility",
+    "H225Error",
+    "Information",
+    "Notify",
+    "OtherBody",
+    "Progress",
+    "ReleaseComplete",
+    "Setup",
+    "Status",
+    "StatusInquiry",
+    "TransportAddress",
+    "UserInformation",
+    "VendorInfo",
+    "decode",
+    "encode",
 ]
 
 
@@ -125,7 +143,7 @@ def _vendor_of(ept: Any) -> VendorInfo | None:
                       h221["t35Extension"], h221["manufacturerCode"])
 
 
-def _guid(value: dict[str, Any]) -> dict[str, Any]:
+def _guid(value: bytes | None) -> dict[str, Any]:
     return {"callIdentifier": {"guid": value}} if value is not None else {}
 
 
@@ -457,8 +475,10 @@ class OtherBody:
         return self.value
 
 
-Body = Union[Setup, CallProceeding, Alerting, Connect, ReleaseComplete, Facility, Progress,
-             Empty, Information, Status, StatusInquiry, Notify, OtherBody]
+Body = (
+    Setup | CallProceeding | Alerting | Connect | ReleaseComplete | Facility | Progress |
+    Empty | Information | Status | StatusInquiry | Notify | OtherBody
+)
 
 _BODIES: dict[str, Any] = {cls.name: cls for cls in (
     Setup, CallProceeding, Alerting, Connect, ReleaseComplete, Facility, Progress, Empty,

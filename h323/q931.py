@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
-from typing import TypeVar, Union
+from typing import TypeVar
 
 from h323.errors import (
     CAUSE_INVALID_IE_CONTENTS,
@@ -37,9 +37,19 @@ UU_PROTOCOL_X208 = 0x05
 MAX_CALL_REFERENCE_LEN = 2
 
 __all__ = [
-    "MessageType", "IEId", "Q931Message", "BearerCapability", "Cause", "CalledPartyNumber",
-    "CallingPartyNumber", "Display", "UserUser", "RawIE", "InformationElement", "parse",
+    "BearerCapability",
+    "CalledPartyNumber",
+    "CallingPartyNumber",
+    "Cause",
+    "Display",
+    "IEId",
+    "InformationElement",
+    "MessageType",
     "Q931Error",
+    "Q931Message",
+    "RawIE",
+    "UserUser",
+    "parse",
 ]
 
 
@@ -268,8 +278,10 @@ class RawIE:
         return self.data
 
 
-InformationElement = Union[BearerCapability, Cause, CalledPartyNumber, CallingPartyNumber,
-                           Display, UserUser, RawIE]
+InformationElement = (
+    BearerCapability | Cause | CalledPartyNumber | CallingPartyNumber | Display | UserUser |
+    RawIE
+)
 
 _PARSERS: dict[int, type] = {
     IEId.BEARER_CAPABILITY: BearerCapability,

@@ -18,7 +18,7 @@ MAX_PACKET = 0xFFFF
 #: Smallest packet we accept: the header and at least one payload octet.
 MIN_PACKET = HEADER_LEN + 1
 
-__all__ = ["TpktFramer", "TpktError", "encode", "HEADER_LEN", "MAX_PACKET"]
+__all__ = ["HEADER_LEN", "MAX_PACKET", "TpktError", "TpktFramer", "encode"]
 
 
 def encode(payload: bytes) -> bytes:

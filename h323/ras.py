@@ -1,0 +1,297 @@
+"""RAS: registration, admission and status on UDP 1719 (H.225.0 section 7.7 and annex 7A).
+
+A RAS datagram is exactly one aligned-PER ``RasMessage``.  :func:`decode` returns a
+:class:`RasMessage` (the ASN.1 alternative ``name``, ``request_seq_num`` and pycrate's value
+with accessors for what a gateway or gatekeeper looks at); anything else (trailing octets,
+an unknown alternative, a datagram of another protocol on port 1719) raises
+:class:`~h323.errors.RasError`.  The builders below make the messages the gateway sends as an
+endpoint (GRQ, RRQ and the lightweight keep-alive RRQ of H.225.0 7.9.1, ARQ, DRQ, URQ, IRQ
+replies later) and as a gatekeeper (GCF, RCF, ACF, DCF, UCF, LRQ).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from h323 import asn1
+from h323.errors import RasError
+from h323.h225 import (
+    PROTOCOL_IDENTIFIER,
+    Alias,
+    TransportAddress,
+    VendorInfo,
+    _endpoint_type,
+)
+
+__all__ = [
+    "ABBREVIATIONS",
+    "RasError",
+    "RasMessage",
+    "admission_confirm",
+    "admission_request",
+    "decode",
+    "disengage_confirm",
+    "disengage_request",
+    "encode",
+    "gatekeeper_confirm",
+    "gatekeeper_request",
+    "info_request",
+    "location_request",
+    "registration_confirm",
+    "registration_request",
+    "unregistration_confirm",
+    "unregistration_request",
+]
+
+#: The usual abbreviations (H.225.0 section 7.7) of the RasMessage alternatives.
+ABBREVIATIONS: dict[str, str] = {
+    "gatekeeperRequest": "GRQ", "gatekeeperConfirm": "GCF", "gatekeeperReject": "GRJ",
+    "registrationRequest": "RRQ", "registrationConfirm": "RCF", "registrationReject": "RRJ",
+    "unregistrationRequest": "URQ", "unregistrationConfirm": "UCF",
+    "unregistrationReject": "URJ", "admissionRequest": "ARQ", "admissionConfirm": "ACF",
+    "admissionReject": "ARJ", "bandwidthRequest": "BRQ", "bandwidthConfirm": "BCF",
+    "bandwidthReject": "BRJ", "disengageRequest": "DRQ", "disengageConfirm": "DCF",
+    "disengageReject": "DRJ", "locationRequest": "LRQ", "locationConfirm": "LCF",
+    "locationReject": "LRJ", "infoRequest": "IRQ", "infoRequestResponse": "IRR",
+    "infoRequestAck": "IACK", "infoRequestNak": "INAK", "requestInProgress": "RIP",
+    "unknownMessageResponse": "XRS",
+}
+
+
+@dataclass(frozen=True)
+class RasMessage:
+    """One RAS message: ``name`` ("registrationRequest", ...) and its pycrate ``value``."""
+
+    name: str
+    value: Any = field(default_factory=dict)
+
+    @property
+    def abbreviation(self) -> str:
+        """"RRQ", "ACF", ... (the name itself for the rare ones)."""
+        return ABBREVIATIONS.get(self.name, self.name)
+
+    @property
+    def request_seq_num(self) -> int | None:
+        return self.value.get("requestSeqNum") if isinstance(self.value, dict) else None
+
+    def _get(self, key: str, default: Any = None) -> Any:
+        return self.value.get(key, default) if isinstance(self.value, dict) else default
+
+    @property
+    def keep_alive(self) -> bool:
+        """An RRQ with ``keepAlive`` TRUE is a lightweight re-registration (H.225.0 7.9.1)."""
+        return bool(self._get("keepAlive", False))
+
+    @property
+    def endpoint_identifier(self) -> str | None:
+        return self._get("endpointIdentifier")
+
+    @property
+    def gatekeeper_identifier(self) -> str | None:
+        return self._get("gatekeeperIdentifier")
+
+    @property
+    def time_to_live(self) -> int | None:
+        return self._get("timeToLive")
+
+    def addresses(self, key: str) -> tuple[TransportAddress, ...]:
+        """IP transport addresses of a component (``callSignalAddress``, ``rasAddress``,
+        ``destCallSignalAddress``, ``replyAddress``...), one or a SEQUENCE OF."""
+        v = self._get(key)
+        if v is None:
+            return ()
+        items = v if isinstance(v, list) else [v]
+        out = (TransportAddress.from_asn1(a) for a in items)
+        return tuple(a for a in out if a is not None)
+
+    def aliases(self, key: str) -> tuple[Alias, ...]:
+        """Aliases of a component (``terminalAlias``, ``endpointAlias``, ``destinationInfo``,
+        ``srcInfo``...)."""
+        return tuple(Alias.from_asn1(a) for a in self._get(key, ()))
+
+    def encode(self) -> bytes:
+        return encode(self)
+
+
+def decode(data: bytes) -> RasMessage:
+    """Decode one RAS datagram.  Raises :class:`RasError` for anything that is not RAS."""
+    value = asn1.decode("RasMessage", data, RasError)
+    try:
+        name, inner = value
+    except (TypeError, ValueError):
+        raise RasError("unusable RasMessage") from None
+    return RasMessage(name, inner)
+
+
+def encode(msg: RasMessage) -> bytes:
+    """The datagram octets of ``msg`` (aligned PER).  Raises :class:`RasError`."""
+    return asn1.encode("RasMessage", (msg.name, msg.value), RasError)
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def _aliases(aliases: tuple[Alias, ...]) -> list[Any]:
+    return [a.to_asn1() for a in aliases]
+
+
+def gatekeeper_request(seq: int, ras_address: TransportAddress, *, aliases: tuple[Alias, ...] = (),
+                       gatekeeper_identifier: str | None = None, role: str = "gateway",
+                       vendor: VendorInfo | None = None) -> RasMessage:
+    """GRQ (H.225.0 7.7.1 / H.323 7.2.1 gatekeeper discovery)."""
+    v: dict[str, Any] = {"requestSeqNum": seq, "protocolIdentifier": PROTOCOL_IDENTIFIER,
+                         "rasAddress": ras_address.to_asn1(),
+                         "endpointType": _endpoint_type(vendor, role)}
+    if gatekeeper_identifier is not None:
+        v["gatekeeperIdentifier"] = gatekeeper_identifier
+    if aliases:
+        v["endpointAlias"] = _aliases(aliases)
+    return RasMessage("gatekeeperRequest", v)
+
+
+def gatekeeper_confirm(seq: int, ras_address: TransportAddress, gatekeeper_identifier: str) -> RasMessage:
+    """GCF (H.225.0 7.7.2)."""
+    return RasMessage("gatekeeperConfirm", {
+        "requestSeqNum": seq, "protocolIdentifier": PROTOCOL_IDENTIFIER,
+        "gatekeeperIdentifier": gatekeeper_identifier, "rasAddress": ras_address.to_asn1()})
+
+
+def registration_request(seq: int, call_signal_address: TransportAddress,
+                         ras_address: TransportAddress, *, aliases: tuple[Alias, ...] = (),
+                         gatekeeper_identifier: str | None = None, time_to_live: int | None = None,
+                         keep_alive: bool = False, endpoint_identifier: str | None = None,
+                         role: str = "gateway", vendor: VendorInfo | None = None) -> RasMessage:
+    """RRQ (H.225.0 7.7.4); with ``keep_alive`` the lightweight RRQ of H.225.0 7.9.1, which
+    carries ``endpointIdentifier`` and ``keepAlive`` TRUE."""
+    if keep_alive and endpoint_identifier is None:
+        raise RasError("a keep-alive RRQ needs the endpoint identifier")
+    v: dict[str, Any] = {
+        "requestSeqNum": seq, "protocolIdentifier": PROTOCOL_IDENTIFIER,
+        "discoveryComplete": gatekeeper_identifier is not None,
+        "callSignalAddress": [call_signal_address.to_asn1()],
+        "rasAddress": [ras_address.to_asn1()],
+        "terminalType": _endpoint_type(vendor, role),
+        "endpointVendor": _endpoint_type(vendor or VendorInfo(), role)["vendor"],
+    }
+    if aliases:
+        v["terminalAlias"] = _aliases(aliases)
+    if gatekeeper_identifier is not None:
+        v["gatekeeperIdentifier"] = gatekeeper_identifier
+    if time_to_live is not None:
+        v["timeToLive"] = time_to_live
+    v["keepAlive"] = keep_alive
+    if endpoint_identifier is not None:
+        v["endpointIdentifier"] = endpoint_identifier
+    v["willSupplyUUIEs"] = False
+    v["maintainConnection"] = False
+    return RasMessage("registrationRequest", v)
+
+
+def registration_confirm(seq: int, call_signal_address: TransportAddress, endpoint_identifier: str,
+                         *, gatekeeper_identifier: str | None = None,
+                         time_to_live: int | None = None,
+                         aliases: tuple[Alias, ...] = ()) -> RasMessage:
+    """RCF (H.225.0 7.7.5)."""
+    v: dict[str, Any] = {"requestSeqNum": seq, "protocolIdentifier": PROTOCOL_IDENTIFIER,
+                         "callSignalAddress": [call_signal_address.to_asn1()]}
+    if aliases:
+        v["terminalAlias"] = _aliases(aliases)
+    if gatekeeper_identifier is not None:
+        v["gatekeeperIdentifier"] = gatekeeper_identifier
+    v["endpointIdentifier"] = endpoint_identifier
+    if time_to_live is not None:
+        v["timeToLive"] = time_to_live
+    v["willRespondToIRR"] = False
+    v["maintainConnection"] = False
+    return RasMessage("registrationConfirm", v)
+
+
+def admission_request(seq: int, endpoint_identifier: str, conference_id: bytes, call_identifier: bytes,
+                      call_reference: int, *, answer_call: bool,
+                      source: tuple[Alias, ...] = (), destination: tuple[Alias, ...] = (),
+                      dest_call_signal_address: TransportAddress | None = None,
+                      bandwidth: int = 1280, gatekeeper_identifier: str | None = None) -> RasMessage:
+    """ARQ (H.225.0 7.7.8); ``bandwidth`` in units of 100 bit/s (both directions)."""
+    v: dict[str, Any] = {"requestSeqNum": seq, "callType": ("pointToPoint", 0),
+                         "endpointIdentifier": endpoint_identifier}
+    if destination:
+        v["destinationInfo"] = _aliases(destination)
+    if dest_call_signal_address is not None:
+        v["destCallSignalAddress"] = dest_call_signal_address.to_asn1()
+    v.update({"srcInfo": _aliases(source) or [("h323-ID", "roomgate")], "bandWidth": bandwidth,
+              "callReferenceValue": call_reference, "conferenceID": conference_id,
+              "activeMC": False, "answerCall": answer_call, "canMapAlias": False,
+              "callIdentifier": {"guid": call_identifier}})
+    if gatekeeper_identifier is not None:
+        v["gatekeeperIdentifier"] = gatekeeper_identifier
+    v["willSupplyUUIEs"] = False
+    return RasMessage("admissionRequest", v)
+
+
+def admission_confirm(seq: int, dest_call_signal_address: TransportAddress, *, bandwidth: int = 1280,
+                      routed: bool = False) -> RasMessage:
+    """ACF (H.225.0 7.7.9): ``callModel`` direct or gatekeeperRouted."""
+    return RasMessage("admissionConfirm", {
+        "requestSeqNum": seq, "bandWidth": bandwidth,
+        "callModel": ("gatekeeperRouted" if routed else "direct", 0),
+        "destCallSignalAddress": dest_call_signal_address.to_asn1(),
+        "willRespondToIRR": False})
+
+
+def disengage_request(seq: int, endpoint_identifier: str, conference_id: bytes, call_identifier: bytes,
+                      call_reference: int, *, reason: str = "normalDrop",
+                      answered_call: bool = False,
+                      gatekeeper_identifier: str | None = None) -> RasMessage:
+    """DRQ (H.225.0 7.7.14)."""
+    v: dict[str, Any] = {"requestSeqNum": seq, "endpointIdentifier": endpoint_identifier,
+                         "conferenceID": conference_id, "callReferenceValue": call_reference,
+                         "disengageReason": (reason, 0), "callIdentifier": {"guid": call_identifier}}
+    if gatekeeper_identifier is not None:
+        v["gatekeeperIdentifier"] = gatekeeper_identifier
+    v["answeredCall"] = answered_call
+    return RasMessage("disengageRequest", v)
+
+
+def disengage_confirm(seq: int) -> RasMessage:
+    """DCF (H.225.0 7.7.15)."""
+    return RasMessage("disengageConfirm", {"requestSeqNum": seq})
+
+
+def unregistration_request(seq: int, call_signal_address: TransportAddress, *,
+                           endpoint_identifier: str | None = None,
+                           gatekeeper_identifier: str | None = None,
+                           aliases: tuple[Alias, ...] = ()) -> RasMessage:
+    """URQ (H.225.0 7.7.6), sent at shutdown."""
+    v: dict[str, Any] = {"requestSeqNum": seq, "callSignalAddress": [call_signal_address.to_asn1()]}
+    if aliases:
+        v["endpointAlias"] = _aliases(aliases)
+    if endpoint_identifier is not None:
+        v["endpointIdentifier"] = endpoint_identifier
+    if gatekeeper_identifier is not None:
+        v["gatekeeperIdentifier"] = gatekeeper_identifier
+    return RasMessage("unregistrationRequest", v)
+
+
+def unregistration_confirm(seq: int) -> RasMessage:
+    """UCF (H.225.0 7.7.7)."""
+    return RasMessage("unregistrationConfirm", {"requestSeqNum": seq})
+
+
+def location_request(seq: int, destination: tuple[Alias, ...], reply_address: TransportAddress, *,
+                     endpoint_identifier: str | None = None) -> RasMessage:
+    """LRQ (H.225.0 7.7.10)."""
+    v: dict[str, Any] = {"requestSeqNum": seq}
+    if endpoint_identifier is not None:
+        v["endpointIdentifier"] = endpoint_identifier
+    v["destinationInfo"] = _aliases(destination)
+    v["replyAddress"] = reply_address.to_asn1()
+    return RasMessage("locationRequest", v)
+
+
+def info_request(seq: int, call_reference: int, call_identifier: bytes | None = None) -> RasMessage:
+    """IRQ (H.225.0 7.7.18); call reference 0 asks about every call."""
+    v: dict[str, Any] = {"requestSeqNum": seq, "callReferenceValue": call_reference}
+    if call_identifier is not None:
+        v["callIdentifier"] = {"guid": call_identifier}
+    return RasMessage("infoRequest", v)
