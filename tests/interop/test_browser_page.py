@@ -18,8 +18,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.audio import analyse, assert_tone, tone, write_wav
-from tests.support.chromium import CHROMIUM, audio_stats, chromium_available, launch_chromium, \
-    record_remote_audio
+from tests.support.chromium import (
+    CHROMIUM,
+    audio_stats,
+    chromium_available,
+    launch_chromium,
+    record_remote_audio,
+)
 from tests.support.pjsua import run_pjsua_call
 
 pytestmark = pytest.mark.interop
@@ -28,6 +33,17 @@ MEETING = "4242"
 CALL_SECONDS = 6.0
 PAGE_TIMEOUT_MS = 45_000
 REMOTE_AUDIO = "document.getElementById('remote-audio').srcObject"
+# Test-side instrumentation, run before the page's own script (Playwright init scripts are not
+# subject to the page's CSP): keep every RTCPeerConnection the page makes, to read its ICE pair.
+KEEP_PEER_CONNECTIONS = """
+(() => {
+  const Native = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = class extends Native {
+    constructor(...args) { super(...args); window.__pcs.push(this); }
+  };
+})();
+"""
 
 
 def _wait_page_state(page, want: str, timeout_ms: float = PAGE_TIMEOUT_MS) -> None:
@@ -65,6 +81,7 @@ def test_browser_page_and_sip_caller_hear_each_other(gateway_factory, tmp_path: 
     with launch_chromium(fake_audio_wav=mic_wav) as browser, \
             concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         page = browser.new_page()
+        page.add_init_script(KEEP_PEER_CONNECTIONS)
         console: list[str] = []
         page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
         page.goto(gw.page_url(MEETING))
@@ -79,19 +96,44 @@ def test_browser_page_and_sip_caller_hear_each_other(gateway_factory, tmp_path: 
             # Record while the call is up (the call lasts CALL_SECONDS from its answer).
             samples, rate = record_remote_audio(page, REMOTE_AUDIO, seconds=2.0)
             stats = page.evaluate("window.roomgate.stats()")
-            pc_stats = None
-            page.screenshot(path=str(tmp_path / "meeting_page_during_call.png"), full_page=True)
+            publisher_ice = audio_stats(page, "window.__pcs[0]")
+            subscriber_ice = audio_stats(page, "window.__pcs[1]")
+            shot = tmp_path / "meeting_page_during_call.png"
+            page.screenshot(path=str(shot), full_page=True)
+            shown = page.evaluate("""() => ({
+              state: document.getElementById('state').textContent,
+              error: document.getElementById('error').hidden ? '' : document.getElementById('error').textContent,
+              stats: document.getElementById('stats').textContent,
+              remoteVideo: document.getElementById('remote-video').getBoundingClientRect().toJSON(),
+              localVideo: document.getElementById('local-video').getBoundingClientRect().toJSON(),
+              localVideoWidth: document.getElementById('local-video').videoWidth,
+              viewport: [innerWidth, innerHeight],
+            })""")
             state_during_call = page.evaluate("window.roomgate.state")
         finally:
             result = call.result(timeout=CALL_SECONDS + 60)
-        del pc_stats
 
     print("page stats", stats, "state", state_during_call)
+    print("publisher ICE", publisher_ice)
+    print("subscriber ICE", subscriber_ice)
+    print("shown", shown, "screenshot", shot)
     print("pjsua", result.connected, result.final_status, result.rx_rtp_packets, result.tx_rtp_packets,
           result.codec, result.error)
     print("console", console)
     assert result.connected, f"pjsua not connected: {result.final_status} {result.reason} {result.error}"
     assert state_during_call == "connected"
+
+    # What a person sees (screenshot saved above): the state, no error, live stats, the videos.
+    assert shown["state"] == "connected" and not shown["error"], shown
+    assert '"audioBytesReceived"' in shown["stats"], shown
+    assert shown["localVideoWidth"] > 0, "the page does not show the local camera"
+    assert shown["remoteVideo"]["width"] >= min(600, shown["viewport"][0] - 40), (
+        f"the meeting's video is squeezed: {shown['remoteVideo']}")
+    # Both connections really use ICE to the gateway's 127.0.0.1 candidate (Chromium may send
+    # from another local address; the gateway then knows it as peer-reflexive).
+    for ice in (publisher_ice, subscriber_ice):
+        assert ice["pair_state"] == "succeeded", ice
+        assert (ice["remote_candidate"] or "").startswith("127.0.0.1:"), ice
 
     # (a) SIP -> browser: the page's own stats count audio, and what it plays is the caller's 1 kHz.
     assert stats["audioBytesReceived"] > 0 and stats["audioPacketsReceived"] > 0, stats

@@ -49,8 +49,14 @@ async def call_with_webrtc_peer(
     transport: str = "udp",
     seconds: float = 5.0,
     during_call: Callable[[], None] | None = None,
+    srtp: str = "off",
+    srtp_suite: str | None = None,
+    rtp_port: int = 0,
 ) -> tuple[PjsuaResult, Any]:
     """Dial ``meeting`` with pjsua sending 1 kHz while an aiortc participant publishes 440 Hz.
+
+    ``transport`` is udp, tcp, tls or sips (see ``GatewayProcess.sip_uri``); ``srtp``,
+    ``srtp_suite`` and ``rtp_port`` go to pjsua as in ``run_pjsua_call``.
 
     Returns the pjsua result (with its recording) and the WHEP subscriber's audio recorded
     (excluding the aiortc publisher itself) once the gateway said it answered the call.
@@ -63,9 +69,11 @@ async def call_with_webrtc_peer(
     try:
         call = loop.run_in_executor(None, lambda: run_pjsua_call(
             gw.sip_uri(meeting, transport), codec=codec, play_wav=wav,
-            record_wav=tmp_path / "caller-heard.wav", seconds=seconds, transport=transport,
-            timeout=seconds + 30))
-        await loop.run_in_executor(None, lambda: gw.wait_for_event("call.answered", timeout=30))
+            record_wav=tmp_path / "caller-heard.wav", seconds=seconds,
+            transport="tls" if transport == "sips" else transport,
+            timeout=seconds + 30, srtp=srtp, srtp_suite=srtp_suite, rtp_port=rtp_port))
+        await loop.run_in_executor(None, lambda: gw.wait_for_event("call.answered", timeout=30,
+                                                                   meeting=meeting))
         if during_call is not None:
             await loop.run_in_executor(None, during_call)
         await asyncio.sleep(0.5)  # let the first packets through the jitter of a fresh leg
