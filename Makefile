@@ -7,16 +7,17 @@ VENV        := .venv
 BIN         := $(VENV)/bin
 CONFIG      ?= config/gateway.yaml
 # Debian packages the tests and `make run` need: tshark judges wire formats,
-# chromium is the real browser peer, sox/espeak-ng make and measure audio.
-APT_PACKAGES := tshark chromium sox espeak-ng
+# chromium is the real browser peer, sox/espeak-ng make and measure audio, openssl makes
+# the development TLS certificate.
+APT_PACKAGES := tshark chromium sox espeak-ng openssl
 PYTEST_ARGS ?=
+# Only `make bench` installs these: rtpengine is the C reference of the media benchmark.
+BENCH_APT_PACKAGES := rtpengine-daemon
+BENCH_ARGS ?=
 
-.PHONY: install system-packages python-packages run test lint bench clean
-
-install: system-packages python-packages
-
-system-packages:
-	@missing=""; for p in $(APT_PACKAGES); do \
+# $(call apt_install,PACKAGES): apt-get install whichever of PACKAGES is missing (root or sudo).
+define apt_install
+	@missing=""; for p in $(1); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -24,6 +25,29 @@ system-packages:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+.PHONY: install dev-cert system-packages python-packages bench-packages run test lint bench clean
+
+install: system-packages python-packages dev-cert
+
+dev-cert: system-packages
+
+# A self-signed certificate for the SIP TLS listener of config/gateway.yaml (sip.tls_cert and
+# sip.tls_key point here), made once with openssl into the git-ignored run/tls/. Development
+# only: configure a real certificate for anything callers outside this machine reach.
+DEV_TLS := run/tls
+dev-cert: $(DEV_TLS)/sip-dev-cert.pem
+
+$(DEV_TLS)/sip-dev-cert.pem:
+	mkdir -p $(DEV_TLS)
+	openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=roomgate development" \
+	  -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+	  -keyout $(DEV_TLS)/sip-dev-key.pem -out $(DEV_TLS)/sip-dev-cert.pem
+	chmod 600 $(DEV_TLS)/sip-dev-key.pem
+
+system-packages:
+	$(call apt_install,$(APT_PACKAGES))
 
 python-packages: $(VENV)/.installed
 
@@ -41,8 +65,16 @@ test: install
 lint: python-packages
 	$(BIN)/ruff check gateway sip h323 bridge tests bench
 
-bench: install
-	$(BIN)/python -m bench
+# rtpengine-daemon's postinst tries to start the service; policy-rc.d or a missing init refuses,
+# which is fine: the benchmark runs its own rtpengine in the foreground on 127.0.0.1.
+bench-packages: python-packages
+	$(call apt_install,$(BENCH_APT_PACKAGES))
+	$(BIN)/python -c "import uvloop, matplotlib" 2>/dev/null || $(BIN)/pip install -q -e '.[test,dev,bench]'
+
+# BENCH_ARGS e.g. "--quick", "--repeat 1 --systems rtpengine,py-uvloop"
+bench: install bench-packages
+	mkdir -p run
+	$(BIN)/python -m bench media --json run/bench-media.json --chart run/bench-media.png $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

@@ -7,9 +7,9 @@ and the sink) one repetition measures:
    from /proc over the measured window, divided by the packets sent in it);
 2. a ramp (x1.25 per step) to the highest rate with < 0.1% of packets lost or later
    than 100 ms (stopping early, and saying so, when the generator itself falls behind);
-3. added one-way latency p50/p99 at half that rate (sender timestamp in the payload
-   vs the kernel's receive timestamp at the sink; loopback both ways included, the
-   ``loopback`` row shows the harness alone).
+3. added one-way latency p50/p99 at half that rate, paced in 0.2 ms bursts (sender
+   timestamp in the payload vs the kernel's receive timestamp at the sink; loopback both
+   ways included, the ``loopback`` row shows the harness alone at half the CPU rate).
 
 Repetitions are interleaved (every system once, then again) so drifting machine
 load hits all systems alike; the table shows medians with min-max and ratios to
@@ -26,12 +26,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
 from bench import rtpengine
-from bench.rtpload import LoadResult, Sender, Sink, cpu_seconds, run_load, stream_ssrc
+from bench.rtpload import (
+    LATENCY_TICK,
+    TICK,
+    LoadResult,
+    Sender,
+    Sink,
+    cpu_seconds,
+    run_load,
+    stream_ssrc,
+)
 
 BRIDGE_NOTE = ("bridge passthrough: adapter in bench/ around bridge.legacy_leg.RtpInbound "
                "(no passthrough path in bridge/ yet)")
@@ -120,7 +129,8 @@ def start_system(spec: SystemSpec, streams: int, sender: Sender, sink: Sink) -> 
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.relays", "--path", spec.path, "--loop", spec.loop,
          "--streams", str(streams), "--sink", f"{host}:{port}"],
-        stdout=subprocess.PIPE, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        stdout=subprocess.PIPE, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        preexec_fn=rtpengine.die_with_parent)  # noqa: PLW1509 - only a prctl, no locks
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
@@ -154,9 +164,10 @@ def measure_once(spec: SystemSpec, settings: Settings, log: Callable[[str], None
             if run.pid is not None:
                 cpu[edge] = cpu_seconds(run.pid)
 
-        def load(rate: float, warmup: float, duration: float, cb: Callable[[str], None] | None = None) -> LoadResult:
+        def load(rate: float, warmup: float, duration: float, cb: Callable[[str], None] | None = None,
+                 tick: float = TICK) -> LoadResult:
             return run_load(sender=sender, destinations=dests, sink=sink, rate=rate, warmup=warmup,
-                            duration=duration, on_window=cb)
+                            duration=duration, on_window=cb, tick=tick)
 
         r_cpu = load(settings.cpu_rate, settings.cpu_warmup, settings.cpu_duration, window)
         out: dict[str, Any] = {"at_cpu_rate": r_cpu.summary()}
@@ -164,13 +175,19 @@ def measure_once(spec: SystemSpec, settings: Settings, log: Callable[[str], None
         out["decrypt_errors"] = r_cpu.decrypt_errors
         log(f"  {spec.name}: {settings.cpu_rate} pps -> cpu {_fmt(out['cpu_us_per_packet'])} us/pkt, "
             f"loss+late {100 * r_cpu.loss_or_late_ratio:.3f}%, p99 {_fmt(r_cpu.percentile_us(99))} us")
-        if spec.kind == "loopback":
+        if spec.kind == "loopback":  # the harness alone: latency at the CPU rate, finely paced
+            r_lat = load(settings.cpu_rate / 2, settings.latency_warmup, settings.latency_duration,
+                         tick=LATENCY_TICK)
             out["max_rate_pps"] = None
-            out["latency_rate_pps"] = r_cpu.target_pps
-            out["latency_p50_us"], out["latency_p99_us"] = r_cpu.percentile_us(50), r_cpu.percentile_us(99)
+            out["latency_rate_pps"] = r_lat.target_pps
+            out["latency_p50_us"], out["latency_p99_us"] = r_lat.percentile_us(50), r_lat.percentile_us(99)
+            out["latency_run"] = r_lat.summary()
             return out
         steps = [r_cpu.summary()]
-        ok = lambda r: r.loss_or_late_ratio < settings.loss_bound and r.decrypt_errors == 0  # noqa: E731
+
+        def ok(r: LoadResult) -> bool:
+            return r.loss_or_late_ratio < settings.loss_bound and r.decrypt_errors == 0
+
         best: float | None = r_cpu.target_pps if ok(r_cpu) else None
         limited = False
         rate = float(settings.cpu_rate)
@@ -181,6 +198,7 @@ def measure_once(spec: SystemSpec, settings: Settings, log: Callable[[str], None
             time.sleep(0.3)
             r = load(rate, settings.ramp_warmup, settings.ramp_duration)
             steps.append(r.summary())
+            out["decrypt_errors"] += r.decrypt_errors
             log(f"  {spec.name}: ramp {r.target_pps:.0f} pps -> loss+late {100 * r.loss_or_late_ratio:.3f}%"
                 f"{' (generator behind)' if r.generator_limited else ''}")
             if best is None:
@@ -196,10 +214,11 @@ def measure_once(spec: SystemSpec, settings: Settings, log: Callable[[str], None
                 break
         out["ramp"] = steps
         out["max_rate_pps"] = best
-        out["max_rate_generator_limited"] = limited or (best is not None and best * settings.ramp_factor > settings.ramp_max)
+        out["max_rate_generator_limited"] = limited
+        out["max_rate_at_ceiling"] = best is not None and best * settings.ramp_factor > settings.ramp_max
         if best:
             time.sleep(0.5)
-            r_lat = load(best / 2, settings.latency_warmup, settings.latency_duration)
+            r_lat = load(best / 2, settings.latency_warmup, settings.latency_duration, tick=LATENCY_TICK)
             out["latency_rate_pps"] = r_lat.target_pps
             out["latency_p50_us"], out["latency_p99_us"] = r_lat.percentile_us(50), r_lat.percentile_us(99)
             out["latency_run"] = r_lat.summary()
@@ -226,6 +245,7 @@ def aggregate(reps: list[dict[str, Any]]) -> dict[str, Any]:
         agg[m] = ({"median": statistics.median(values), "min": min(values), "max": max(values)}
                   if values else None)
     agg["max_rate_generator_limited"] = any(r.get("max_rate_generator_limited") for r in reps)
+    agg["max_rate_at_ceiling"] = any(r.get("max_rate_at_ceiling") for r in reps)
     agg["decrypt_errors"] = sum(r.get("decrypt_errors", 0) for r in reps)
     return agg
 
@@ -271,6 +291,7 @@ def run(systems: Sequence[str], settings: Settings, log: Callable[[str], None] =
         entry = result["systems"][spec.name]
         entry.update(aggregate(entry["reps"]))
     result["elapsed_s"] = round(time.monotonic() - t0, 1)
+    result["machine"]["loadavg_end"] = os.getloadavg()  # others' work on the machine during the run
     result["ratios_to_rtpengine"] = ratios(result)
     return result
 
@@ -292,8 +313,8 @@ def ratios(result: dict[str, Any]) -> dict[str, dict[str, float | None]]:
 def table(result: dict[str, Any]) -> str:
     """The figures as a Markdown table."""
     s = result["settings"]
-    rows = [f"| system | CPU us/pkt at {s['cpu_rate']} pps | x rtpengine | max pps, <0.1% loss/late "
-            "| x rtpengine | latency p50 / p99 us at half max |",
+    rows = [(f"| system | CPU us/pkt at {s['cpu_rate']} pps | x rtpengine | max pps, <0.1% loss/late "
+             "| x rtpengine | latency p50 / p99 us at half max |"),
             "| --- | --- | --- | --- | --- | --- |"]
     for name, e in result["systems"].items():
         if "skipped" in e:
@@ -301,7 +322,7 @@ def table(result: dict[str, Any]) -> str:
             continue
         r = result["ratios_to_rtpengine"].get(name, {})
 
-        def cell(m: str, digits: int = 1) -> str:
+        def cell(m: str, digits: int = 1, e: dict[str, Any] = e) -> str:
             v = e.get(m)
             if not v:
                 return "-"
@@ -312,6 +333,8 @@ def table(result: dict[str, Any]) -> str:
         rate = cell("max_rate_pps", 0)
         if e.get("max_rate_generator_limited") and rate != "-":
             rate = ">= " + rate + " (generator limit)"
+        elif e.get("max_rate_at_ceiling") and rate != "-":
+            rate = ">= " + rate + " (ramp ceiling)"
         lat = f"{cell('latency_p50_us', 0)} / {cell('latency_p99_us', 0)}"
         rows.append(f"| {name} | {cell('cpu_us_per_packet')} | {_fmt(r.get('cpu_us_per_packet'), 2)} | {rate} "
                     f"| {_fmt(r.get('max_rate_pps'), 2)} | {lat} |")

@@ -30,9 +30,8 @@ import os
 import resource
 import signal
 import struct
-import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from pylibsrtp import Policy, Session
 
@@ -139,7 +138,7 @@ class BridgeRelay(asyncio.DatagramProtocol):
         self.sendto(self.protect(bytes(buf)), self.sink)  # type: ignore[misc]
 
 
-PATHS: dict[str, type[asyncio.DatagramProtocol]] = {
+PATHS: dict[str, Callable[[Session, Address], asyncio.DatagramProtocol]] = {
     "floor": FloorRelay, "fastpath": FastPathRelay, "bridge": BridgeRelay,
 }
 
@@ -177,7 +176,10 @@ def run_asyncio(path: str, loop_kind: str, n: int, sink: Address) -> None:
     async def setup() -> None:
         for sock, key in zip(socks, keys, strict=True):
             session = outbound_session(key)
-            await loop.create_datagram_endpoint(lambda s=session: protocol(s, sink), sock=sock)  # type: ignore[misc]
+            def factory(s: Session = session) -> asyncio.DatagramProtocol:
+                return protocol(s, sink)
+
+            await loop.create_datagram_endpoint(factory, sock=sock)
 
     loop.run_until_complete(setup())
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
@@ -192,23 +194,25 @@ def run_twisted(path: str, n: int, sink: Address) -> None:
     from twisted.internet import epollreactor
 
     epollreactor.install()
-    from twisted.internet import reactor
+    from twisted.internet import reactor as installed
     from twisted.internet.protocol import DatagramProtocol
+
+    reactor: Any = installed
 
     class TwistedFloorRelay(DatagramProtocol):
         def __init__(self, session: Session) -> None:
             self.protect = session.protect
 
-        def datagramReceived(self, datagram: bytes, addr: Address) -> None:  # noqa: N802 - Twisted's name
-            self.transport.write(self.protect(datagram), sink)
+        def datagramReceived(self, datagram: bytes, addr: Address) -> None:
+            cast(Any, self.transport).write(self.protect(datagram), sink)
 
     keys = [os.urandom(30) for _ in range(n)]
-    ports = [reactor.listenUDP(0, TwistedFloorRelay(outbound_session(k)), interface="127.0.0.1")  # type: ignore[attr-defined]
+    ports = [reactor.listenUDP(0, TwistedFloorRelay(outbound_session(k)), interface="127.0.0.1")
              for k in keys]
     print(json.dumps({"ports": [p.getHost().port for p in ports], "keys": [k.hex() for k in keys],
                       "ssrc_xor": 0, "pid": os.getpid()}), flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))  # type: ignore[attr-defined]
-    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
+    reactor.run(installSignalHandlers=False)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -231,4 +235,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

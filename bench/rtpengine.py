@@ -27,8 +27,8 @@ from typing import Any
 from bench import bencode
 
 SUITE = "AES_CM_128_HMAC_SHA1_80"
-_CRYPTO = re.compile(r"^a=crypto:(\d+) (\S+) inline:([A-Za-z0-9+/=]+)", re.M)
-_MEDIA_PORT = re.compile(r"^m=audio (\d+) ", re.M)
+_CRYPTO = re.compile(r"^a=crypto:(\d+) (\S+) inline:([A-Za-z0-9+/=]+)", re.MULTILINE)
+_MEDIA_PORT = re.compile(r"^m=audio (\d+) ", re.MULTILINE)
 
 
 def binary() -> str | None:
@@ -41,7 +41,7 @@ def version() -> str | None:
     exe = binary()
     if exe is None:
         return None
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10)
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10, check=False)
     return (out.stdout + out.stderr).strip().removeprefix("Version: ")
 
 
@@ -178,10 +178,19 @@ class RtpEngineRelay:
         self.workdir.cleanup()
 
 
+def die_with_parent() -> None:
+    """In a child before exec: SIGTERM it when the benchmark dies (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
 def _raise_nofile() -> None:
+    die_with_parent()
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(hard, 65536), max(hard, 65536)))
     except (ValueError, PermissionError):

@@ -1,4 +1,4 @@
-"""The legacy leg: one call's plain RTP audio toward a SIP/H.323 endpoint.
+"""The legacy leg: one call's RTP audio toward a SIP/H.323 endpoint, plain or SDES-SRTP.
 
 Split the aioquic way: :class:`RtpInbound` (source latching, payload-type check,
 decode, DTMF), :class:`RtpOutbound` (packetiser) and :class:`FrameClock`
@@ -12,6 +12,12 @@ anything else is dropped and counted. We send to the SDP-named address and port
 (RFC 3264 section 5: that is where the endpoint said it receives), not to the
 latched port, so a host that sends from a different port than it receives on
 still hears us.
+
+With SDES keys (``srtp=``, a :class:`bridge.srtp.SdesSrtp`) every packet is SRTP (RFC 3711):
+inbound packets are authenticated and decrypted before anything else looks at them, so only
+an authenticated packet can latch the source; authentication failures and replays are
+dropped and counted apart (``dropped_srtp_auth``, ``dropped_srtp_replay``). Outbound packets
+are protected as they are built. RTCP multiplexed on the RTP port (RFC 5761) is SRTCP then.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from bridge.codecs import (
 )
 from bridge.ports import PortLease
 from bridge.rtp import DtmfReceiver, RtpError, RtpPacket, looks_like_rtcp, seq_newer
+from bridge.srtp import SdesSrtp, SrtpDropped
 
 log = structlog.get_logger("bridge.legacy_leg")
 
@@ -62,6 +69,13 @@ class LegCounters:
     dropped_bad_packet: int = 0
     dropped_wrong_pt: int = 0
     dropped_late: int = 0
+    #: SRTP/SRTCP packets whose authentication (or AEAD) check failed: tampered or wrongly keyed.
+    dropped_srtp_auth: int = 0
+    #: SRTP/SRTCP packets libsrtp's replay window refused (RFC 3711 3.3.2).
+    dropped_srtp_replay: int = 0
+    #: Sequence-number gaps in the accepted stream (RFC 3550 A.3 style): packets that never came,
+    #: or came too late to play. Counted so the control API can show loss per participant.
+    packets_lost: int = 0
     rtcp_in: int = 0
     dtmf_events: int = 0
     clock_skipped_frames: int = 0
@@ -69,7 +83,8 @@ class LegCounters:
 
     @property
     def dropped(self) -> int:
-        return self.dropped_wrong_source + self.dropped_bad_packet + self.dropped_wrong_pt + self.dropped_late
+        return (self.dropped_wrong_source + self.dropped_bad_packet + self.dropped_wrong_pt
+                + self.dropped_late + self.dropped_srtp_auth + self.dropped_srtp_replay)
 
     def as_dict(self) -> dict[str, int]:
         d = asdict(self)
@@ -85,7 +100,8 @@ class RtpInbound:
     """Receive side of the leg, sans-IO: ``receive(data, addr)`` returns decoded PCM or None.
 
     Accepts the negotiated audio payload type and (if negotiated) telephone-event;
-    every refusal is counted in ``counters`` by its reason.
+    every refusal is counted in ``counters`` by its reason.  With ``srtp`` each packet is
+    unprotected first (SRTP, or SRTCP for multiplexed RTCP).
     """
 
     def __init__(
@@ -97,8 +113,10 @@ class RtpInbound:
         counters: LegCounters,
         telephone_event_pt: int | None = None,
         on_dtmf: Callable[[str], None] | None = None,
+        srtp: SdesSrtp | None = None,
     ) -> None:
         self.expected_ip = _normalise_ip(remote_address)
+        self.srtp = srtp
         self.payload_type = payload_type
         self.telephone_event_pt = telephone_event_pt
         self.latched: Address | None = None
@@ -121,6 +139,9 @@ class RtpInbound:
         setattr(self.counters, f"dropped_{reason}", getattr(self.counters, f"dropped_{reason}") + 1)
         self.last_drop_reason = reason
 
+    def _srtp_drop(self, exc: SrtpDropped) -> None:
+        self._drop({"auth": "srtp_auth", "replay": "srtp_replay"}.get(exc.reason, "bad_packet"))
+
     def _source_ok(self, addr: Address) -> bool:
         if self.latched is not None:
             return addr[0] == self.latched[0] and addr[1] == self.latched[1]
@@ -135,8 +156,20 @@ class RtpInbound:
             self._drop("wrong_source")
             return None
         if looks_like_rtcp(data):
+            if self.srtp is not None:
+                try:
+                    self.srtp.unprotect_rtcp(data)
+                except SrtpDropped as exc:
+                    self._srtp_drop(exc)
+                    return None
             self.counters.rtcp_in += 1
             return None
+        if self.srtp is not None:
+            try:
+                data = self.srtp.unprotect(data)
+            except SrtpDropped as exc:
+                self._srtp_drop(exc)
+                return None
         try:
             packet = RtpPacket.parse(data)
         except RtpError:
@@ -167,6 +200,8 @@ class RtpInbound:
             pcm = None
         if self.latched is None:
             self.latched = (addr[0], addr[1])
+        if self._last_seq is not None:
+            self.counters.packets_lost += ((packet.sequence_number - self._last_seq) & 0xFFFF) - 1
         self._last_seq = packet.sequence_number
         self.counters.packets_in += 1
         self.counters.bytes_in += len(data)
@@ -178,12 +213,13 @@ class RtpOutbound:
 
     Our own SSRC, sequence number and timestamp start at random values (RFC 3550
     section 5.1); the marker is set on the first packet of the talkspurt, which
-    for a continuous (no-VAD) sender is only the first packet.
+    for a continuous (no-VAD) sender is only the first packet.  With ``srtp`` the datagram
+    returned is the SRTP packet (RFC 3711 3.3).
     """
 
     def __init__(self, *, payload_type: int, timestamp_step: int, encoder: AudioEncoder,
                  ssrc: int | None = None, sequence_number: int | None = None,
-                 timestamp: int | None = None) -> None:
+                 timestamp: int | None = None, srtp: SdesSrtp | None = None) -> None:
         rnd = random.SystemRandom()
         self.payload_type = payload_type
         self.timestamp_step = timestamp_step
@@ -192,6 +228,7 @@ class RtpOutbound:
         self.timestamp = rnd.getrandbits(32) if timestamp is None else timestamp
         self._encoder = encoder
         self._first = True
+        self.srtp = srtp
 
     def skip(self, frames: int) -> None:
         """Frames that were never sent still took time: the timestamp moves on, the sequence does not."""
@@ -209,7 +246,7 @@ class RtpOutbound:
         self._first = False
         self.sequence_number = (self.sequence_number + 1) & 0xFFFF
         self.timestamp = (self.timestamp + self.timestamp_step) & 0xFFFFFFFF
-        return data
+        return self.srtp.protect(data) if self.srtp is not None else data
 
 
 class FrameClock:
@@ -268,17 +305,20 @@ class LegacyAudioLeg:
         telephone_event_pt: int | None = None,
         on_audio: Callable[[np.ndarray], None] | None = None,
         on_dtmf: Callable[[str], None] | None = None,
+        srtp: SdesSrtp | None = None,
     ) -> None:
         self.lease = lease
+        self.srtp = srtp
         self.codec = codec
         self.remote = (remote_address, remote_port)
         self.counters = LegCounters()
         self.on_audio = on_audio
         self.inbound = RtpInbound(remote_address=remote_address, payload_type=payload_type,
                                   decoder=codec.decoder(), counters=self.counters,
-                                  telephone_event_pt=telephone_event_pt, on_dtmf=on_dtmf)
+                                  telephone_event_pt=telephone_event_pt, on_dtmf=on_dtmf,
+                                  srtp=srtp)
         self.outbound = RtpOutbound(payload_type=payload_type, timestamp_step=codec.timestamp_step,
-                                    encoder=codec.encoder())
+                                    encoder=codec.encoder(), srtp=srtp)
         self.fifo = PcmFifo(codec.sample_rate * OUTBOUND_MAX_MS // 1000)
         self._silence = silence(codec.samples_per_frame)
         self._transport: asyncio.DatagramTransport | None = None
@@ -303,7 +343,8 @@ class LegacyAudioLeg:
         self._transport = transport  # type: ignore[assignment]
         self._clock = FrameClock(loop.time())
         self._tick()
-        log.info("bridge.leg.up", leg="legacy", codec=self.codec.name, local_port=self.local_port)
+        log.info("bridge.leg.up", leg="legacy", codec=self.codec.name, local_port=self.local_port,
+                 encryption=self.encryption, srtp_suite=self.srtp.suite if self.srtp else None)
 
     def push_audio(self, pcm: np.ndarray) -> None:
         """PCM at the codec's sample rate for the endpoint to hear (any length; queued, bounded)."""
@@ -344,13 +385,20 @@ class LegacyAudioLeg:
         log.warning("bridge.rtp.dropped", leg="legacy", local_port=self.local_port,
                     since_last=c.dropped - self._dropped_at_last_log, last_reason=self.inbound.last_drop_reason,
                     wrong_source=c.dropped_wrong_source, bad_packet=c.dropped_bad_packet,
-                    wrong_pt=c.dropped_wrong_pt, late=c.dropped_late)
+                    wrong_pt=c.dropped_wrong_pt, late=c.dropped_late,
+                    srtp_auth=c.dropped_srtp_auth, srtp_replay=c.dropped_srtp_replay)
         self._last_drop_log = now
         self._dropped_at_last_log = c.dropped
 
+    @property
+    def encryption(self) -> str:
+        """``sdes-srtp`` when keyed by SDES, else ``plain``."""
+        return "sdes-srtp" if self.srtp is not None else "plain"
+
     def stats(self) -> dict[str, Any]:
         return {
-            "encryption": "plain",
+            "encryption": self.encryption,
+            "srtp_suite": self.srtp.suite if self.srtp is not None else None,
             "codec": self.codec.name,
             "payload_type": self.outbound.payload_type,
             "local_port": self.local_port,

@@ -29,6 +29,7 @@ import structlog
 from bridge.codecs import codec_by_name
 from bridge.legacy_leg import LegacyAudioLeg
 from bridge.ports import PortAllocator
+from bridge.srtp import SdesSrtp
 from bridge.webrtc_leg import WebRtcLeg
 from bridge.whip_client import WhipClient
 
@@ -73,13 +74,23 @@ class MediaSession:
         telephone_event_pt: int | None = None,
         display_name: str = "",
         http: WhipClient | None = None,
+        srtp_suite: str | None = None,
+        srtp_remote_key: bytes | None = None,
+        srtp_local_key: bytes | None = None,
     ) -> MediaSession:
         """Bind the legacy port pair and build both legs; nothing is sent yet.
 
         ``media_address`` must be the address ``port_allocator`` binds on (it is
-        checked, since the SIP answer will name it).
+        checked, since the SIP answer will name it).  ``srtp_suite`` with both keys
+        (the peer's and ours, key||salt as in the SDES ``a=crypto``, RFC 4568) makes
+        the legacy leg SDES-SRTP; raises :class:`bridge.srtp.SrtpError` for bad keys.
         """
         codec = codec_by_name(encoding)
+        srtp = None
+        if srtp_suite is not None:
+            if srtp_remote_key is None or srtp_local_key is None:
+                raise ValueError("srtp_suite needs both srtp_remote_key and srtp_local_key")
+            srtp = SdesSrtp(srtp_suite, remote_key=srtp_remote_key, local_key=srtp_local_key)
         if media_address != port_allocator.address:
             raise ValueError(f"media address {media_address} differs from the port allocator's "
                              f"{port_allocator.address}")
@@ -87,7 +98,7 @@ class MediaSession:
         try:
             legacy = LegacyAudioLeg(lease=lease, codec=codec, payload_type=payload_type,
                                     remote_address=remote_address, remote_port=remote_port,
-                                    telephone_event_pt=telephone_event_pt)
+                                    telephone_event_pt=telephone_event_pt, srtp=srtp)
             webrtc = WebRtcLeg(reactor=reactor, core_url=core_url, meeting=meeting,
                                legacy_rate=codec.sample_rate, http=http, display_name=display_name)
         except BaseException:
@@ -144,6 +155,8 @@ class MediaSession:
             duration = (asyncio.get_running_loop().time() - self._opened_at) if self._opened_at else 0.0
             s = self.stats()
             log.info("bridge.session.closed", meeting=self.meeting, codec=s["codec"],
+                     legacy_encryption=s["legacy"]["encryption"],
+                     legacy_srtp_dropped=s["legacy"]["dropped_srtp_auth"] + s["legacy"]["dropped_srtp_replay"],
                      seconds=round(duration, 1),
                      legacy_in=s["legacy"]["packets_in"], legacy_out=s["legacy"]["packets_out"],
                      legacy_dropped=s["legacy"]["dropped"], webrtc_in=s["webrtc"]["frames_in"],

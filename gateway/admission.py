@@ -11,14 +11,16 @@ Rules are checked in this order, the first that refuses wins:
 1. the meeting id must be one a meeting can have (else 404);
 2. the meeting must be configured, or ``unknown_meetings: defaults`` (else 404);
 3. the call's protocol must be in the meeting's ``protocols`` (else 403);
-4. the offered media security must satisfy ``legacy_media`` (else 488).
+4. with ``signaling: tls-required`` the call must have come over TLS (else 403);
+5. the offered media security must satisfy ``legacy_media`` (else 488).
 
-What this slice of the gateway can carry on the legacy leg is plain RTP only:
-SDES-SRTP (RFC 4568) and DTLS-SRTP toward room systems are not implemented yet.
-So ``require-srtp`` refuses *every* call for now, each with a warning saying which
-part is missing, rather than admitting a call whose media would then go out in
-the clear.  ``prefer-srtp`` admits and says, in the decision text, that the media
-will be plain RTP.
+The legacy leg carries plain RTP and SDES-SRTP (RFC 4568); DTLS-SRTP toward room
+systems is not implemented yet.  ``require-srtp`` admits an SDES offer and refuses
+plain and DTLS-only ones; whether the offered keys are actually usable (suite, MKI,
+lifetime) is checked when the audio is chosen (``sip.offer_answer.choose_audio``),
+which refuses with 488 too.  Every mode uses SRTP whenever it is offered (never a
+downgrade); ``prefer-srtp`` says in the decision's notes (and the call's log) when a
+call is plain RTP.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ CallProtocol = Literal["sip", "h323"]
 MediaSecurity = Literal["plain", "sdes", "dtls"]
 
 #: What the legacy leg can do in this release; the decision texts follow from it.
-SDES_SUPPORTED = False
+SDES_SUPPORTED = True
 LEGACY_DTLS_SUPPORTED = False
 
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
@@ -117,27 +119,32 @@ def decide(policy: Policy, *, meeting: str, protocol: CallProtocol, transport: s
         rule = mp.rule("protocols")
         return refuse(403, "Forbidden", rule,
                       f"meeting '{shown}' does not accept {protocol} calls (rule {rule})", mp)
+    if mp.signaling == "tls-required" and transport != "tls":
+        rule = mp.rule("signaling")
+        return refuse(403, "Forbidden", rule,
+                      f"meeting '{shown}' accepts {protocol} calls over TLS only, this one came "
+                      f"over {transport.upper()} (rule {rule})", mp)
 
     rule = mp.rule("legacy_media")
     if mp.legacy_media == "require-srtp":
         if media_security == "plain":
             why = "requires encrypted media (SRTP) but the offer is plain RTP"
-        elif media_security == "sdes" and not SDES_SUPPORTED:
+        elif media_security == "sdes" and not SDES_SUPPORTED:  # pragma: no cover - kept for builds without SRTP
             why = ("requires encrypted media and the offer is SDES-SRTP, "
-                   "but SDES-SRTP not supported yet on this gateway")
+                   "which this gateway cannot carry")
         elif media_security == "dtls" and not LEGACY_DTLS_SUPPORTED:
-            why = ("requires encrypted media and the offer is DTLS-SRTP, "
-                   "but DTLS-SRTP toward SIP/H.323 endpoints not supported yet on this gateway")
-        else:  # pragma: no cover - reachable once SDES/DTLS legacy media exist
+            why = ("requires encrypted media and the offer is DTLS-SRTP only; this gateway "
+                   "takes SDES-SRTP (a=crypto) from SIP/H.323 endpoints, not DTLS-SRTP yet")
+        else:
             return Admit(meeting=meeting, policy=mp, rule=rule, protocol=protocol,
                          transport=transport, media_security=media_security)
         return refuse(488, "Not Acceptable Here", rule, f"meeting '{shown}' {why} (rule {rule})", mp)
 
     notes: list[str] = []
-    if media_security != "plain":
-        what = "SDES-SRTP" if media_security == "sdes" else "DTLS-SRTP"
-        notes.append(f"{what} not supported yet: media will be plain RTP if the offer also allows it")
-    elif mp.legacy_media == "prefer-srtp":
+    if media_security == "dtls":
+        notes.append("DTLS-SRTP toward SIP/H.323 endpoints not supported yet: media will be plain "
+                     "RTP if the offer also allows it")
+    elif media_security == "plain" and mp.legacy_media == "prefer-srtp":
         notes.append("prefer-srtp: the offer is plain RTP, admitted unencrypted")
     return Admit(meeting=meeting, policy=mp, rule=rule, protocol=protocol, transport=transport,
                  media_security=media_security, notes=tuple(notes))

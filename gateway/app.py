@@ -34,6 +34,13 @@ class Gateway:
         self.sip: Any = None
         self.http_port: int | None = None
         self.sip_ports: dict[str, int] = {}
+        self.h323_calls: Any = None
+        self.h323_port: int | None = None
+        self.roster: Any = None
+        self.metrics: Any = None
+        self.control_port: int | None = None
+        self.metrics_port: int | None = None
+        self._sip_up = False
 
     async def start(self) -> None:
         from twisted.web.server import Site
@@ -59,7 +66,14 @@ class Gateway:
         self.http_port = port.getHost().port
         core_url = cfg.core.url or f"http://{_url_host(http_host)}:{self.http_port}"
 
+        from gateway.metrics import Metrics
+        from gateway.roster import Roster
+
+        self.roster = Roster()
+        self.metrics = Metrics(roster=self.roster, per_meeting=bool(cfg.metrics and cfg.metrics.per_meeting))
         self.calls = CallController(
+            roster=self.roster,
+            metrics=self.metrics,
             reactor=self.reactor,
             policy=policy,
             core_url=core_url.rstrip("/"),
@@ -75,25 +89,112 @@ class Gateway:
             p = self.sip.listen_tcp(cfg.sip.tcp.host, cfg.sip.tcp.port)
             self._listening.append(p)
             self.sip_ports["tcp"] = p.getHost().port
+        if cfg.sip.tls is not None:  # config validation guarantees tls_cert and tls_key
+            from sip.transport import tls_context_factory
 
-        sip_listener = cfg.sip.udp or cfg.sip.tcp  # config validation guarantees at least one
+            assert cfg.sip.tls_cert is not None and cfg.sip.tls_key is not None
+            context = tls_context_factory(cfg.sip.tls_cert, cfg.sip.tls_key, ca_file=cfg.sip.tls_ca,
+                                          verify_client=cfg.sip.tls_verify_client)
+            p = self.sip.listen_tls(cfg.sip.tls.host, cfg.sip.tls.port, context)
+            self._listening.append(p)
+            self.sip_ports["tls"] = p.getHost().port
+
+        self._sip_up = True
+        if cfg.h323 is not None:
+            self._start_h323(policy, core_url)
+        self._start_api()
+
+        sip_listener = cfg.sip.udp or cfg.sip.tcp or cfg.sip.tls  # config validation: at least one
         assert sip_listener is not None
         sip_host = sip_listener.host
-        sip_port = self.sip_ports.get("udp") or self.sip_ports.get("tcp")
+        sip_port = self.sip_ports.get("udp") or self.sip_ports.get("tcp") or self.sip_ports.get("tls")
         page = f"http://{_url_host(http_host)}:{self.http_port}/m/1000"
         transports = " or ".join(t.upper() for t in self.sip_ports)
         dial = f"sip:1000@{_url_host(sip_host)}:{sip_port}"
+        if "tls" in self.sip_ports:
+            tls_host = cfg.sip.tls.host if cfg.sip.tls is not None else sip_host
+            dial += f" or sips:1000@{_url_host(tls_host)}:{self.sip_ports['tls']}"
+            if len(self.sip_ports) == 1:
+                dial = f"sips:1000@{_url_host(tls_host)}:{self.sip_ports['tls']}"
         log.info("gateway.ready", sip=self.sip_ports, http=self.http_port, core=core_url,
+                 control=self.control_port, metrics=self.metrics_port,
                  embedded_core=cfg.core.url is None)
         print(f"roomgate is up.\n"
               f"  SIP phone or room system: dial {dial} ({transports})\n"
               f"  Browser:                  open {page}\n"
               f"  Any meeting id works in place of 1000. Ctrl-C stops.", flush=True)
+        if self.h323_port is not None and cfg.h323 is not None:
+            print(f"  H.323 endpoint:           dial 1000 at {_url_host(cfg.h323.listen.host)}:{self.h323_port} "
+                  f"(or 1000@{_url_host(cfg.h323.listen.host)})", flush=True)
+
+    def _start_api(self) -> None:
+        """The control API (HTTPS) and /metrics listeners, each only when its section is configured."""
+        cfg = self.config
+        if cfg.control is None and cfg.metrics is None:
+            return
+        from gateway.api.http import (
+            ControlApiResource,
+            MetricsResource,
+            listen_control_api,
+            listen_metrics,
+        )
+        from gateway.api.service import ControlService
+        from gateway.api.tokens import TokenRecord, TokenVerifier
+
+        if cfg.control is not None:
+            c = cfg.control
+            verifier = TokenVerifier([TokenRecord(t.id, t.scope, t.hash) for t in c.tokens])
+            controller: Any = self.calls
+            if self.h323_calls is not None:  # one roster; commands reach SIP and H.323 calls
+                from gateway.h323_calls import LegacyControllers
+
+                controller = LegacyControllers(self.calls, self.h323_calls)
+            service = ControlService(controller, self.core if cfg.core.url is None else None, self._readiness)
+            port = listen_control_api(self.reactor, c.listen.host, c.listen.port, c.tls_cert, c.tls_key,
+                                      ControlApiResource(service, verifier, self.metrics))
+            self._listening.append(port)
+            self.control_port = port.getHost().port
+            log.info("api.listening", port=self.control_port, tokens=len(c.tokens))
+        if cfg.metrics is not None:
+            m = cfg.metrics
+            mverifier = (TokenVerifier([TokenRecord("metrics", "read", m.token_hash)])
+                         if m.token_hash else None)
+            port = listen_metrics(self.reactor, m.listen.host, m.listen.port,
+                                  MetricsResource(self.metrics, mverifier))
+            self._listening.append(port)
+            self.metrics_port = port.getHost().port
+            log.info("metrics.listening", port=self.metrics_port, per_meeting=m.per_meeting,
+                     token=mverifier is not None)
+
+    def _start_h323(self, policy: Any, core_url: str) -> None:
+        """H.323 call signalling (``h323.listen``), sharing the SIP side's roster, metrics and ports."""
+        from gateway.h323_calls import H323CallController
+        from h323.transport import H323Service
+
+        assert self.config.h323 is not None
+        listen = self.config.h323.listen
+        self.h323_calls = H323CallController(
+            reactor=self.reactor, policy=policy, core_url=core_url.rstrip("/"),
+            media_address=self.config.media.address, ports=self.calls._ports,
+            roster=self.roster, metrics=self.metrics)
+        service = H323Service(self.reactor, self.h323_calls)
+        port = service.listen(listen.host, listen.port)
+        self._listening.append(port)
+        self.h323_port = port.getHost().port
+        log.info("h323.ready", port=self.h323_port, dial=f"{_url_host(listen.host)}:{self.h323_port}")
+
+    def _readiness(self) -> dict[str, bool]:
+        """Readiness checks by name: SIP listeners bound, embedded core accepting joins."""
+        core_ok = self.core is not None and not getattr(self.core, "_closed", False)
+        return {"sip": self._sip_up, "core": core_ok}
 
     async def stop(self) -> None:
         log.info("gateway.stopping")
+        self._sip_up = False  # readiness says "not ready" while calls are being ended
         if self.calls is not None:
             await self.calls.hangup_all()
+        if self.h323_calls is not None:
+            await self.h323_calls.hangup_all()
         for port in self._listening:
             await _maybe_await(port.stopListening())
         if self.sip is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +19,9 @@ import structlog
 from bridge.ports import NoFreePort, PortAllocator
 from bridge.session import MediaSession
 from gateway.admission import Refuse, decide
+from gateway.metrics import Metrics
 from gateway.policy import Policy
+from gateway.roster import LegacyEncryption, Roster, RosterParticipant, Transport
 from sip.calls import EndReason, InboundCall
 from sip.offer_answer import OfferRejected, build_answer, choose_audio, media_security
 
@@ -28,8 +29,6 @@ log = structlog.get_logger("gateway.calls")
 
 #: Codecs the legacy leg can carry, in the order we prefer when the offer leaves us the choice.
 LEGACY_AUDIO_PREFERENCE = ("PCMU", "PCMA", "G722")
-
-_call_numbers = itertools.count(1)
 
 
 def call_label(call_id: str) -> str:
@@ -49,6 +48,9 @@ class LegacyCall:
     label: str
     session: MediaSession | None = None
     ended: bool = False
+    pseudonym: str = ""
+    #: On the roster from the 200 OK until the call ends (what the control API shows).
+    participant: RosterParticipant | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
@@ -67,8 +69,12 @@ class CallController:
         core_url: str,
         media_address: str,
         ports: PortAllocator,
+        roster: Roster | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._reactor = reactor
+        self.roster = roster if roster is not None else Roster()
+        self.metrics = metrics
         self.policy = policy
         self._core_url = core_url
         self._media_address = media_address
@@ -91,6 +97,7 @@ class CallController:
             return
         entry.ended = True
         log.info("call.ended", call=entry.label, meeting=entry.meeting, by=str(reason.value))
+        self._leave_roster(entry, str(reason.value))
         self._close_media(entry)
 
     # -- application -------------------------------------------------------------------
@@ -102,7 +109,7 @@ class CallController:
     async def hangup_all(self, reason: str = "gateway shutting down") -> None:
         """End every call (BYE to each caller), e.g. at shutdown."""
         for entry in list(self._calls.values()):
-            self._end_from_gateway(entry, reason)
+            self._end_from_gateway(entry, reason, by="shutdown")
         pending = [t for e in self._calls.values() for t in e.tasks]
         if pending:
             await asyncio.wait(pending, timeout=2)
@@ -115,7 +122,7 @@ class CallController:
             bound.info("call.refused", status=488, rule="offer-required")
             call.reject(488, "Not Acceptable Here",
                         warning="roomgate needs an SDP offer in the INVITE (delayed offer is not supported yet)")
-            self._forget(entry)
+            self._forget(entry, refused="offer-required")
             return
         security = media_security(offer)
         decision = decide(self.policy, meeting=entry.meeting, protocol="sip",
@@ -124,16 +131,32 @@ class CallController:
             bound.info("call.refused", status=decision.sip_status, rule=decision.rule,
                        media_security=security)
             call.reject(decision.sip_status, decision.reason, warning=decision.warning)
-            self._forget(entry)
+            self._forget(entry, refused=decision.rule)
             return
+        # SRTP is used whenever the offer has usable SDES keys, whatever legacy_media says
+        # (never a downgrade); require-srtp also refuses an offer without them (RFC 4568).
+        require_srtp = decision.policy.legacy_media == "require-srtp"
         try:
-            choice = choose_audio(offer, preferred=LEGACY_AUDIO_PREFERENCE)
+            choice = choose_audio(offer, preferred=LEGACY_AUDIO_PREFERENCE, require_srtp=require_srtp)
         except OfferRejected as exc:
-            bound.info("call.refused", status=exc.status, rule="audio-codec", detail=exc.reason)
-            call.reject(exc.status, "Not Acceptable Here", warning=exc.reason)
-            self._forget(entry)
+            rule = decision.rule if require_srtp else "audio-codec"
+            warning = (f"meeting '{entry.meeting}' requires encrypted media and the offer has no "
+                       f"usable SDES-SRTP: {exc.reason} (rule {rule})") if require_srtp else exc.reason
+            bound.info("call.refused", status=exc.status, rule=rule, detail=exc.reason)
+            call.reject(exc.status, "Not Acceptable Here", warning=warning)
+            self._forget(entry, refused="audio-codec")
             return
-        bound.info("call.admitted", rule=decision.rule, codec=choice.encoding, media_security=security)
+        legacy_encryption = "sdes-srtp" if choice.secure else "plain"
+        bound.info("call.admitted", rule=decision.rule, codec=choice.encoding, media_security=security,
+                   legacy_encryption=legacy_encryption, srtp_suite=choice.srtp_suite,
+                   notes=list(decision.notes) or None)
+        if not choice.secure and decision.policy.legacy_media == "prefer-srtp":
+            bound.warning("call.media_plain", rule=decision.rule,
+                          detail="prefer-srtp: no usable SRTP offered, the call's media is plain RTP")
+        if self.metrics is not None:
+            self.metrics.call_admitted("sip", call.transport)
+        # The core (and so every browser) sees a pseudonym, never the SIP display name.
+        entry.pseudonym = self.roster.new_pseudonym(entry.meeting)
         call.ring()
         try:
             session = MediaSession.allocate(
@@ -147,12 +170,15 @@ class CallController:
                 remote_address=choice.remote_address,
                 remote_port=choice.remote_port,
                 telephone_event_pt=choice.telephone_event_pt,
-                display_name=call.from_display or "SIP caller",
+                display_name=entry.pseudonym,
+                srtp_suite=choice.srtp_suite,
+                srtp_remote_key=choice.srtp_remote_key,
+                srtp_local_key=choice.srtp_local_key,
             )
         except (NoFreePort, OSError, ValueError, KeyError) as exc:  # the caller gets a clean 503
             bound.error("call.media_failed", stage="allocate", error=str(exc))
             call.reject(503, "Service Unavailable", warning="no media port available")
-            self._forget(entry)
+            self._forget(entry, refused="media-port")
             return
         entry.session = session
         session.on_ended = lambda why: self._media_ended(entry, why)
@@ -163,25 +189,71 @@ class CallController:
             self._close_media(entry)
             if not entry.ended:
                 call.reject(503, "Service Unavailable", warning="the meeting could not be joined")
-                self._forget(entry)
+                self._forget(entry, refused="join-failed")
             return
         if entry.ended:  # CANCEL or transport error while we were joining
             self._close_media(entry)
             return
         answer = build_answer(offer, choice, self._media_address, session.local_port)
         call.accept(str(answer))
-        bound.info("call.answered", local_port=session.local_port)
+        self._join_roster(entry, session, choice.encoding)
+        bound.info("call.answered", local_port=session.local_port,
+                   participant=entry.participant.id if entry.participant else None)
 
     def _media_ended(self, entry: LegacyCall, why: str) -> None:
         if not entry.ended:
             log.info("call.media_ended", call=entry.label, meeting=entry.meeting, why=why)
-            self._end_from_gateway(entry, why)
+            self._end_from_gateway(entry, why, by="media")
 
-    def _end_from_gateway(self, entry: LegacyCall, reason: str) -> None:
+    def _end_from_gateway(self, entry: LegacyCall, reason: str, *, by: str) -> None:
         entry.ended = True
         self._calls.pop(entry.call.call_id, None)
         entry.call.hangup(reason=reason)
+        self._leave_roster(entry, by)
         self._close_media(entry)
+
+    # -- roster and commands (control API) --------------------------------------------------------
+
+    def _join_roster(self, entry: LegacyCall, session: MediaSession, codec: str) -> None:
+        stats = session.stats()
+        webrtc = getattr(session, "webrtc", None)
+        core_ids = tuple(r.resource_id for r in (getattr(webrtc, "whip", None), getattr(webrtc, "whep", None))
+                         if r is not None)
+        legacy_encryption: LegacyEncryption = (
+            "sdes-srtp" if stats.get("legacy", {}).get("encryption") == "sdes-srtp" else "plain")
+        transport: Transport = {"udp": "udp", "tcp": "tcp", "tls": "tls"}.get(entry.call.transport, "udp")  # type: ignore[assignment]
+        entry.participant = self.roster.add(
+            entry.meeting, protocol="sip", transport=transport, codec=codec,
+            legacy_encryption=legacy_encryption, stats=session.stats, pseudonym=entry.pseudonym,
+            core_ids=core_ids)
+
+    def _leave_roster(self, entry: LegacyCall, by: str) -> None:
+        participant, entry.participant = entry.participant, None
+        if participant is None:
+            return
+        gone = self.roster.remove(entry.meeting, participant.id)
+        if self.metrics is not None:
+            self.metrics.call_ended(participant.protocol, by, gone.final_counters if gone else None)
+
+    def end_participant(self, meeting: str, participant_id: str, reason: str) -> bool:
+        """Hang up the legacy call of roster participant ``participant_id`` (BYE with ``Reason:``)."""
+        for entry in list(self._calls.values()):
+            if entry.meeting == meeting and entry.participant is not None \
+                    and entry.participant.id == participant_id:
+                self._end_from_gateway(entry, reason, by="api")
+                return True
+        return False
+
+    async def end_meeting(self, meeting: str, reason: str) -> int:
+        """Hang up every legacy call to ``meeting`` (answered or still joining) and wait, briefly,
+        for their media to leave the core; returns how many calls were ended."""
+        entries = [e for e in self._calls.values() if e.meeting == meeting]
+        for entry in entries:
+            self._end_from_gateway(entry, reason, by="api")
+        pending = [t for e in entries for t in e.tasks]
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        return len(entries)
 
     def _close_media(self, entry: LegacyCall) -> None:
         session, entry.session = entry.session, None
@@ -190,6 +262,8 @@ class CallController:
             entry.tasks.add(task)
             task.add_done_callback(entry.tasks.discard)
 
-    def _forget(self, entry: LegacyCall) -> None:
+    def _forget(self, entry: LegacyCall, *, refused: str | None = None) -> None:
+        if refused is not None and self.metrics is not None:
+            self.metrics.call_refused("sip", refused)
         entry.ended = True
         self._calls.pop(entry.call.call_id, None)

@@ -11,6 +11,7 @@ fast and work on a machine that only validates files.
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -67,8 +68,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         if cfg is None:
             return code
         policy = load_policy(cfg.policy)  # validated by load_config; loaded again for the summary
-    listeners = [f"sip/{name} {hp}" for name, hp in (("udp", cfg.sip.udp), ("tcp", cfg.sip.tcp))
-                 if hp is not None]
+    sip_listeners = (("udp", cfg.sip.udp), ("tcp", cfg.sip.tcp), ("tls", cfg.sip.tls))
+    listeners = [f"sip/{name} {hp}" for name, hp in sip_listeners if hp is not None]
     core = cfg.core.url or "embedded"
     print(f"{args.file}: OK: {', '.join(listeners)}, http {cfg.http.listen}, media "
           f"{cfg.media.address} ports {cfg.media.ports}, core {core}")
@@ -98,6 +99,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return int(app.run(cfg))
 
 
+def cmd_token_new(args: argparse.Namespace) -> int:
+    """Print a new bearer token once, and the YAML that configures its hash (never the token)."""
+    from gateway.api.tokens import TOKEN_ID, hash_token, new_token
+
+    if args.id is not None and not TOKEN_ID.fullmatch(args.id):
+        print("roomgate: --id must be 1-64 of A-Z a-z 0-9 . _ -", file=sys.stderr)
+        return EXIT_UNREADABLE
+    token = new_token()
+    hashed = hash_token(token)
+    print(f"token (shown once, store it now): {token}")
+    if args.scope == "metrics":
+        print("add under metrics: in gateway.yaml:")
+        print(f'  token_hash: "{hashed}"')
+    else:
+        # The default id is random on its own: deriving it from the token would log part of it.
+        token_id = args.id or f"{args.scope}-{secrets.token_hex(3)}"
+        print("add under control.tokens: in gateway.yaml:")
+        print(f'  - {{id: {token_id}, scope: {args.scope}, hash: "{hashed}"}}')
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="roomgate", description="SIP/H.323 to WebRTC meeting gateway.")
@@ -119,6 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     ccheck = config_sub.add_parser("check", help="validate gateway.yaml and the policy it names")
     ccheck.add_argument("file", metavar="FILE")
     ccheck.set_defaults(handler=cmd_config_check)
+
+    token = sub.add_parser("token", help="control API and metrics bearer tokens")
+    token_sub = token.add_subparsers(dest="token_command", metavar="ACTION")
+    token_sub.required = True
+    tnew = token_sub.add_parser("new", help="make a token: prints it once, and the YAML line with "
+                                            "its hash for gateway.yaml")
+    tnew.add_argument("--scope", required=True, choices=("read", "operate", "admin", "metrics"),
+                      help="read: list and read; operate: also remove participants; admin: also end "
+                           "meetings; metrics: scrape /metrics (metrics.token_hash)")
+    tnew.add_argument("--id", metavar="NAME", help="token id named in audit logs (default: scope + "
+                                                   "a short random suffix)")
+    tnew.set_defaults(handler=cmd_token_new)
 
     run = sub.add_parser("run", help="run the gateway")
     run.add_argument("--config", "-c", required=True, metavar="FILE", help="gateway.yaml")

@@ -192,10 +192,30 @@ class _Section(BaseModel):
 
 
 class SipConfig(_Section):
-    """SIP listeners; omit or null one to disable it."""
+    """SIP listeners; omit or null one to disable it.
+
+    ``tls`` (RFC 3261 26.2, conventionally port 5061) needs ``tls_cert`` and ``tls_key`` (PEM;
+    the certificate file may carry its chain); ``tls_ca`` with ``tls_verify_client: true``
+    asks every TLS client for a certificate issued by that CA (mutual TLS).  Paths are
+    relative to this file.
+    """
 
     udp: HostPortField | None = None
     tcp: HostPortField | None = None
+    tls: HostPortField | None = None
+    tls_cert: Annotated[Path, Field(strict=False)] | None = None
+    tls_key: Annotated[Path, Field(strict=False)] | None = None
+    tls_ca: Annotated[Path, Field(strict=False)] | None = None
+    tls_verify_client: bool = False
+
+    @field_validator("tls_cert", "tls_key", "tls_ca", mode="before")
+    @classmethod
+    def _tls_paths(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return None
+        what = {"tls_cert": "TLS certificate file", "tls_key": "TLS key file",
+                "tls_ca": "TLS CA file"}[info.field_name or ""]
+        return _config_path(value, info, what)
 
 
 class HttpConfig(_Section):
@@ -259,6 +279,105 @@ class LogConfig(_Section):
     level: LogLevel = "info"
 
 
+def _config_path(value: Any, info: ValidationInfo, what: str) -> Any:
+    """A path given as text, resolved against the config file's directory (like ``policy``)."""
+    if not isinstance(value, str) or not value.strip():
+        raise _fail("path", f"expected the {what}'s path as text, got {value!r}")
+    base = (info.context or {}).get("base_dir")
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return path.resolve() if base is not None else path
+
+
+def _check_token_hash(value: str) -> str:
+    from gateway.api.tokens import TokenError, parse_hash
+
+    try:
+        parse_hash(value)
+    except TokenError as exc:
+        raise _fail("token_hash", str(exc)) from None
+    return value.strip()
+
+
+class TokenConfig(_Section):
+    """One control API bearer token: an id for audit logs, a scope, and only its PBKDF2 hash."""
+
+    id: str
+    scope: Literal["read", "operate", "admin"]
+    hash: str
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        from gateway.api.tokens import TOKEN_ID
+
+        if not TOKEN_ID.fullmatch(value):
+            raise _fail("token_id", f"{value!r}: a token id is 1-64 of A-Z a-z 0-9 . _ -")
+        return value
+
+    @field_validator("hash")
+    @classmethod
+    def _hash(cls, value: str) -> str:
+        return _check_token_hash(value)
+
+
+class ControlConfig(_Section):
+    """The control API: its own HTTPS listener and the tokens (hashes) it accepts.
+
+    Leaving the section out disables the API. There are no default credentials: a section
+    without tokens is an error, not an open API.
+    """
+
+    listen: HostPortField
+    tls_cert: Annotated[Path, Field(strict=False)]
+    tls_key: Annotated[Path, Field(strict=False)]
+    tokens: list[TokenConfig] = Field(default_factory=list, validate_default=True)
+
+    @field_validator("tls_cert", "tls_key", mode="before")
+    @classmethod
+    def _paths(cls, value: Any, info: ValidationInfo) -> Any:
+        return _config_path(value, info, f"TLS {info.field_name.removeprefix('tls_')} file")
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, value: list[TokenConfig]) -> list[TokenConfig]:
+        if not value:
+            raise _fail("tokens", "no token configured: the control API has no default credentials. "
+                                  "Run `roomgate token new --scope read` and add the line it prints, "
+                                  "or remove the control section to disable the API")
+        ids = [t.id for t in value]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise _fail("tokens", f"token id listed more than once: {', '.join(dupes)}")
+        return value
+
+
+class MetricsConfig(_Section):
+    """The Prometheus endpoint ``GET /metrics`` (plain HTTP, on its own listener).
+
+    Bound to loopback by default; any other address needs ``token_hash`` (scrapers then send
+    ``Authorization: Bearer <token>``). ``per_meeting`` adds series labelled with meeting ids.
+    """
+
+    listen: HostPortField = Field(default_factory=lambda: HostPort("127.0.0.1", 9464))
+    per_meeting: bool = False
+    token_hash: str | None = None
+
+    @field_validator("token_hash")
+    @classmethod
+    def _hash(cls, value: str | None) -> str | None:
+        return None if value is None else _check_token_hash(value)
+
+
+class H323Config(_Section):
+    """H.323 call signalling (H.225.0 section 7.1: TCP, port 1720 by default).  Leaving the
+    section out disables H.323.  Separate H.245 connections listen on a free port of the same
+    address as the call-signalling connection they belong to."""
+
+    listen: HostPortField = Field(default_factory=lambda: HostPort("127.0.0.1", 1720))
+
+
 class GatewayConfig(_Section):
     """The whole node configuration.  ``policy`` is an absolute path once loaded."""
 
@@ -269,6 +388,9 @@ class GatewayConfig(_Section):
     core: CoreConfig = Field(default_factory=CoreConfig)
     policy: Annotated[Path, Field(strict=False)]
     log: LogConfig = Field(default_factory=LogConfig)
+    control: ControlConfig | None = None
+    metrics: MetricsConfig | None = None
+    h323: H323Config | None = None
 
     @field_validator("policy", mode="before")
     @classmethod
@@ -295,15 +417,18 @@ def _cross_checks(cfg: GatewayConfig, loaded: Loaded) -> list[Issue]:
     """Rules that span sections (pydantic would report them at the root, without a line)."""
     issues: list[Issue] = []
     sip = cfg.sip
-    if sip.udp is None and sip.tcp is None:
-        issues.append(loaded.issue(("sip",), "no SIP listener: set udp, tcp or both "
+    if sip.udp is None and sip.tcp is None and sip.tls is None:
+        issues.append(loaded.issue(("sip",), "no SIP listener: set udp, tcp, tls or several "
                                              "(e.g. udp: \"127.0.0.1:5060\")"))
+    issues += _sip_tls_checks(cfg, loaded)
     listeners: list[tuple[tuple[str, ...], str, HostPort]] = []
     if sip.udp is not None:
         listeners.append((("sip", "udp"), "udp", sip.udp))
     if sip.tcp is not None:
         listeners.append((("sip", "tcp"), "tcp", sip.tcp))
     listeners.append((("http", "listen"), "tcp", cfg.http.listen))
+    issues += _api_checks(cfg, loaded)
+    issues += _h323_checks(cfg, loaded)
     if sip.tcp is not None and sip.tcp.port != 0 and sip.tcp.port == cfg.http.listen.port and \
             _overlap(sip.tcp.host, cfg.http.listen.host):
         issues.append(loaded.issue(("http", "listen"), f"{cfg.http.listen} is also sip.tcp's address"))
@@ -311,6 +436,84 @@ def _cross_checks(cfg: GatewayConfig, loaded: Loaded) -> list[Issue]:
         if proto == "udp" and hp.port in cfg.media.ports and _overlap(hp.host, cfg.media.address):
             issues.append(loaded.issue(path, f"port {hp.port} lies inside media.ports "
                                              f"{cfg.media.ports}; media calls would collide with it"))
+    return issues
+
+
+def _h323_checks(cfg: GatewayConfig, loaded: Loaded) -> list[Issue]:
+    """h323.listen must not share a TCP address with another listener."""
+    if cfg.h323 is None or cfg.h323.listen.port == 0:
+        return []
+    h = cfg.h323.listen
+    others = [(("http", "listen"), cfg.http.listen), (("sip", "tcp"), cfg.sip.tcp), (("sip", "tls"), cfg.sip.tls)]
+    return [loaded.issue(("h323", "listen"), f"{h} is also {'.'.join(path)}'s address")
+            for path, hp in others if hp is not None and hp.port == h.port and _overlap(hp.host, h.host)]
+
+
+def _api_checks(cfg: GatewayConfig, loaded: Loaded) -> list[Issue]:
+    """Control API and metrics: readable TLS files, distinct ports, no open metrics off loopback."""
+    issues: list[Issue] = []
+    tcp: list[tuple[tuple[str, ...], HostPort]] = [(("http", "listen"), cfg.http.listen)]
+    if cfg.sip.tcp is not None:
+        tcp.append((("sip", "tcp"), cfg.sip.tcp))
+    if cfg.control is not None:
+        for key in ("tls_cert", "tls_key"):
+            path: Path = getattr(cfg.control, key)
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                issues.append(loaded.issue(("control", key), f"cannot read {path}: "
+                                                             f"{exc.strerror or exc}"))
+        tcp.append((("control", "listen"), cfg.control.listen))
+    if cfg.metrics is not None:
+        m = cfg.metrics
+        if m.token_hash is None and not ipaddress.ip_address(m.listen.host).is_loopback:
+            issues.append(loaded.issue(("metrics", "listen"),
+                                       f"{m.listen} is not a loopback address: set metrics.token_hash "
+                                       "(`roomgate token new --scope metrics`) so scrapes need a token"))
+        tcp.append((("metrics", "listen"), m.listen))
+    for i, (path_i, a) in enumerate(tcp):
+        for path_j, b in tcp[:i]:
+            if a.port != 0 and a.port == b.port and _overlap(a.host, b.host) and \
+                    path_i[0] in ("control", "metrics"):
+                issues.append(loaded.issue(path_i, f"{a} is also {'.'.join(path_j)}'s address"))
+    return issues
+
+
+def _sip_tls_checks(cfg: GatewayConfig, loaded: Loaded) -> list[Issue]:
+    """sip.tls needs a readable certificate and key; client verification needs a CA."""
+    sip = cfg.sip
+    issues: list[Issue] = []
+    tls_keys = ("tls_cert", "tls_key", "tls_ca")
+    if sip.tls is None:
+        for key in (*tls_keys, "tls_verify_client"):
+            if key in sip.model_fields_set and getattr(sip, key) not in (None, False):
+                issues.append(loaded.issue(("sip", key), f"sip.{key} is set but sip.tls (the TLS "
+                                                         "listener) is not"))
+        return issues
+    for key in ("tls_cert", "tls_key"):
+        if getattr(sip, key) is None:
+            issues.append(loaded.issue(("sip", "tls"), f"sip.tls needs sip.{key} (a PEM file; "
+                                                       "`make run` makes a development pair)"))
+    if sip.tls_verify_client and sip.tls_ca is None:
+        issues.append(loaded.issue(("sip", "tls_verify_client"),
+                                   "verifying client certificates needs sip.tls_ca (the CA that "
+                                   "issues them)"))
+    for key in tls_keys:
+        path: Path | None = getattr(sip, key)
+        if path is None:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            issues.append(loaded.issue(("sip", key), f"cannot read {path}: {exc.strerror or exc}"))
+    if sip.tcp is not None and sip.tls.port != 0 and sip.tls.port == sip.tcp.port and \
+            _overlap(sip.tls.host, sip.tcp.host):
+        issues.append(loaded.issue(("sip", "tls"), f"{sip.tls} is also sip.tcp's address"))
+    if sip.tls.port != 0 and sip.tls.port == cfg.http.listen.port and \
+            _overlap(sip.tls.host, cfg.http.listen.host):
+        issues.append(loaded.issue(("sip", "tls"), f"{sip.tls} is also http.listen's address"))
     return issues
 
 

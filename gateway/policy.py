@@ -1,4 +1,5 @@
-"""Policy v1: which meetings legacy calls may join, over which protocols, with what media security.
+"""Policy v1: which meetings legacy calls may join, over which protocols, with what media security
+and (``signaling``) over which signalling transport.
 
 Policy is data: the YAML file is parsed once per (re)load into frozen objects, and a
 bad file is refused as a whole (:class:`PolicyError`, one :class:`PolicyIssue` per
@@ -44,8 +45,11 @@ log = structlog.get_logger("gateway.policy")
 LegacyMedia = Literal["allow-plain", "prefer-srtp", "require-srtp"]
 Protocol = Literal["sip", "h323"]
 UnknownMeetings = Literal["defaults", "reject"]
+#: ``tls-required``: a SIP INVITE must arrive over TLS (RFC 3261 26.2), else 403 with a Warning.
+Signaling = Literal["any", "tls-required"]
 
 LEGACY_MEDIA_VALUES: tuple[str, ...] = get_args(LegacyMedia)
+SIGNALING_VALUES: tuple[str, ...] = get_args(Signaling)
 PROTOCOLS: tuple[Protocol, ...] = get_args(Protocol)
 SUPPORTED_VERSION = 1
 
@@ -99,14 +103,21 @@ class MeetingPolicy:
     protocols: tuple[Protocol, ...]
     configured: bool
     origins: Mapping[str, str] = field(default_factory=dict, hash=False)
+    signaling: Signaling = "any"
 
     def allows(self, protocol: str) -> bool:
         return protocol in self.protocols
 
-    def rule(self, setting: Literal["legacy_media", "protocols"]) -> str:
+    def rule(self, setting: Literal["legacy_media", "protocols", "signaling"]) -> str:
         """``<origin>=<value>``, e.g. ``meetings."1001".legacy_media=require-srtp``."""
-        value = self.legacy_media if setting == "legacy_media" else _protocols_text(self.protocols)
-        return f"{self.origins[setting]}={value}"
+        value: str
+        if setting == "legacy_media":
+            value = self.legacy_media
+        elif setting == "signaling":
+            value = self.signaling
+        else:
+            value = _protocols_text(self.protocols)
+        return f"{self.origins.get(setting, f'defaults.{setting}')}={value}"
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,7 @@ class Defaults:
 
     legacy_media: LegacyMedia = "allow-plain"
     protocols: tuple[Protocol, ...] = PROTOCOLS
+    signaling: Signaling = "any"
 
 
 @dataclass(frozen=True)
@@ -141,7 +153,9 @@ class Policy:
             protocols=self.defaults.protocols,
             configured=False,
             origins=MappingProxyType({"legacy_media": "defaults.legacy_media",
-                                      "protocols": "defaults.protocols"}),
+                                      "protocols": "defaults.protocols",
+                                      "signaling": "defaults.signaling"}),
+            signaling=self.defaults.signaling,
         )
 
     def summary(self) -> str:
@@ -166,58 +180,52 @@ def _unique_protocols(value: list[str]) -> list[str]:
     return value
 
 
-def _not_null(value: Any) -> Any:
+def _refuse_null(value: Any, allowed: tuple[str, ...]) -> Any:
     if value is None:
         raise PydanticCustomError(
             "not_null", "no value given: write one of {values}, or remove the key to inherit",
-            {"values": ", ".join(LEGACY_MEDIA_VALUES)})
+            {"values": ", ".join(allowed)})
     return value
 
 
-class _DefaultsDoc(_Doc):
-    legacy_media: LegacyMedia = "allow-plain"
-    protocols: list[Protocol] = Field(default_factory=lambda: list(PROTOCOLS))
+class _MeetingSettingsDoc(_Doc):
+    """The checks shared by ``defaults`` and each meeting (the fields are declared by each)."""
 
-    @field_validator("protocols", mode="before")
+    @field_validator("signaling", mode="before", check_fields=False)
+    @classmethod
+    def _check_signaling(cls, value: Any) -> Any:
+        return _refuse_null(value, SIGNALING_VALUES)
+
+    @field_validator("legacy_media", mode="before", check_fields=False)
+    @classmethod
+    def _check_media(cls, value: Any) -> Any:
+        return _refuse_null(value, LEGACY_MEDIA_VALUES)
+
+    @field_validator("protocols", mode="before", check_fields=False)
     @classmethod
     def _protocols_given(cls, value: Any) -> Any:
         if value is None:
             raise PydanticCustomError("protocols", "expected a list of protocols (sip, h323), got null")
         return value
 
-    @field_validator("protocols")
+    @field_validator("protocols", check_fields=False)
     @classmethod
     def _check_protocols(cls, value: Any) -> Any:
         return _unique_protocols(value)
 
-    @field_validator("legacy_media", mode="before")
-    @classmethod
-    def _check_media(cls, value: Any) -> Any:
-        return _not_null(value)
+
+class _DefaultsDoc(_MeetingSettingsDoc):
+    legacy_media: LegacyMedia = "allow-plain"
+    protocols: list[Protocol] = Field(default_factory=lambda: list(PROTOCOLS))
+    signaling: Signaling = "any"
 
 
-class _MeetingDoc(_Doc):
+class _MeetingDoc(_MeetingSettingsDoc):
     # Declared Optional so that "not written" (inherit) is representable; an explicit null is
     # refused by the before-validators, because it is far more often a slip than a wish.
     legacy_media: LegacyMedia | None = None
     protocols: list[Protocol] | None = None
-
-    @field_validator("protocols", mode="before")
-    @classmethod
-    def _protocols_given(cls, value: Any) -> Any:
-        if value is None:
-            raise PydanticCustomError("protocols", "expected a list of protocols (sip, h323), got null")
-        return value
-
-    @field_validator("protocols")
-    @classmethod
-    def _check_protocols(cls, value: Any) -> Any:
-        return _unique_protocols(value)
-
-    @field_validator("legacy_media", mode="before")
-    @classmethod
-    def _check_media(cls, value: Any) -> Any:
-        return _not_null(value)
+    signaling: Signaling | None = None
 
 
 class _PolicyDoc(_Doc):
@@ -253,7 +261,8 @@ def _meeting_id_issues(loaded: Loaded) -> list[PolicyIssue]:
 
 def _build(doc: _PolicyDoc, loaded: Loaded) -> Policy:
     defaults = Defaults(legacy_media=doc.defaults.legacy_media,
-                        protocols=tuple(doc.defaults.protocols))
+                        protocols=tuple(doc.defaults.protocols),
+                        signaling=doc.defaults.signaling)
     meetings: dict[str, MeetingPolicy] = {}
     for meeting_id, entry in doc.meetings.items():
         written = entry.model_fields_set if entry is not None else set()
@@ -261,14 +270,17 @@ def _build(doc: _PolicyDoc, loaded: Loaded) -> Policy:
         origins = {
             "legacy_media": f"{here}.legacy_media" if "legacy_media" in written else "defaults.legacy_media",
             "protocols": f"{here}.protocols" if "protocols" in written else "defaults.protocols",
+            "signaling": f"{here}.signaling" if "signaling" in written else "defaults.signaling",
         }
         legacy_media = entry.legacy_media if entry is not None and entry.legacy_media is not None \
             else defaults.legacy_media
         protocols = tuple(entry.protocols) if entry is not None and entry.protocols is not None \
             else defaults.protocols
+        signaling = entry.signaling if entry is not None and entry.signaling is not None \
+            else defaults.signaling
         meetings[meeting_id] = MeetingPolicy(
             meeting=meeting_id, legacy_media=legacy_media, protocols=protocols, configured=True,
-            origins=MappingProxyType(origins))
+            origins=MappingProxyType(origins), signaling=signaling)
     return Policy(version=doc.version, unknown_meetings=doc.unknown_meetings, defaults=defaults,
                   meetings=MappingProxyType(meetings), source=loaded.file)
 

@@ -612,9 +612,13 @@ class SipEndpoint:
         return out
 
     def _contact(self, call: InboundCall, leg: _Leg) -> str:
+        """Our Contact: ``sips:`` (TLS implied, RFC 5630 3.1.3 deprecates ``transport=tls``) for a
+        ``sips:`` request over TLS, else ``sip:`` with ``;transport=`` udp, tcp or tls."""
         host, port = self._local_hostport(call.invite, leg.dest)
         user = f"{call.request_uri.user}@" if call.request_uri.user else ""
         scheme = "sips" if call.request_uri.scheme == "sips" else "sip"
+        if scheme == "sips" and leg.dest.transport == "tls":
+            return f"<sips:{user}{_host(host)}:{port}>"
         return f"<{scheme}:{user}{_host(host)}:{port};transport={leg.dest.transport}>"
 
     def _local_hostport(self, req: SipRequest, dest: Destination) -> tuple[str, int]:

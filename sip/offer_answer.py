@@ -1,4 +1,4 @@
-"""SDP offer/answer for the audio stream (RFC 3264), plain RTP only in this slice.
+"""SDP offer/answer for the audio stream (RFC 3264), plain RTP or SDES-SRTP (RFC 4568).
 
 The gateway answers an offer it received in an INVITE.  RFC 3264 6: the
 answer has exactly as many m-lines as the offer, in the same order; streams
@@ -6,14 +6,23 @@ we do not take are refused with port 0; the accepted audio stream lists the
 codec we chose (a subset of the offer, keeping the offerer's payload type
 numbers, 6.1) plus telephone-event when offered (RFC 4733), and mirrors the
 direction (6.1: sendonly answers recvonly and so on).
+
+SRTP keyed by SDES (RFC 4568) is taken in the shapes real systems send: ``RTP/SAVP`` and
+``RTP/SAVPF`` with ``a=crypto``; best-effort SRTP, i.e. ``a=crypto`` inside ``RTP/AVP``
+(the answer keeps ``RTP/AVP`` and adds our ``a=crypto``; without usable crypto it is plain
+RTP); and two m-lines for the same audio (one ``RTP/SAVP``, one ``RTP/AVP``, the
+"capability negotiation by duplication" of RFC 5939 section 1), where SRTP is taken when
+allowed and the other line is answered with port 0 (RFC 3264 6).  SRTP is never declined
+in favour of plain RTP when both are possible.
 """
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from sip.sdes import CryptoChoice, choose_crypto
 from sip.sdp import (
     STATIC_AUDIO,
     Connection,
@@ -27,6 +36,8 @@ MediaSecurity = Literal["plain", "sdes", "dtls"]
 #: RTP clock rates per encoding (RFC 3551 4.5.2: G.722 is clocked at 8000 on the wire).
 _CLOCK: dict[str, int] = {"PCMU": 8000, "PCMA": 8000, "G722": 8000}
 _PLAIN_PROTOS = ("RTP/AVP", "RTP/AVPF")
+_SECURE_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
+_RTP_PROTOS = _PLAIN_PROTOS + _SECURE_PROTOS
 _MIRROR = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly",
            "inactive": "inactive"}
 DEFAULT_PTIME = 20
@@ -43,7 +54,13 @@ class OfferRejected(Exception):
 
 @dataclass(frozen=True)
 class AudioChoice:
-    """What we agreed to send and receive on the audio stream."""
+    """What we agreed to send and receive on the audio stream.
+
+    ``crypto`` is set when the stream is SDES-SRTP (RFC 4568): the offer's accepted
+    ``a=crypto`` (its key protects what the peer sends us) and our own (its key protects
+    what we send).  ``media_index`` is the offer's m-line this choice answers (None for a
+    choice built by hand: :func:`build_answer` then finds the line by payload type).
+    """
 
     payload_type: int
     encoding: str
@@ -52,23 +69,35 @@ class AudioChoice:
     remote_port: int
     telephone_event_pt: int | None
     ptime: int
+    crypto: CryptoChoice | None = None
+    media_index: int | None = field(default=None, compare=False)
+
+    @property
+    def secure(self) -> bool:
+        """Whether the stream is SRTP."""
+        return self.crypto is not None
+
+    @property
+    def srtp_suite(self) -> str | None:
+        """The SRTP crypto suite (``AES_CM_128_HMAC_SHA1_80`` ...), or None for plain RTP."""
+        return self.crypto.suite if self.crypto is not None else None
+
+    @property
+    def srtp_remote_key(self) -> bytes | None:
+        """The peer's master key||salt (unprotects what it sends us), or None."""
+        return self.crypto.remote.key if self.crypto is not None else None
+
+    @property
+    def srtp_local_key(self) -> bytes | None:
+        """Our master key||salt (protects what we send; announced in the answer), or None."""
+        return self.crypto.local.key if self.crypto is not None else None
 
 
 def _audio_sections(offer: SessionDescription) -> list[MediaDescription]:
     return [m for m in offer.media if m.media.lower() == "audio" and m.port != 0]
 
 
-def media_security(offer: SessionDescription) -> MediaSecurity:
-    """What the (first usable) audio offer can do: ``dtls``, ``sdes`` or ``plain``.
-
-    RTP/SAVP(F) or a=crypto means SDES-SRTP (RFC 4568); UDP/TLS/RTP/SAVP(F) or
-    a=fingerprint means DTLS-SRTP (RFC 5763).  A fingerprint wins over a=crypto
-    on the same stream because only DTLS can use it.
-    """
-    sections = _audio_sections(offer)
-    if not sections:
-        return "plain"
-    m = sections[0]
+def _section_security(offer: SessionDescription, m: MediaDescription) -> MediaSecurity:
     proto = m.proto.upper()
     has_fp = m.attribute("fingerprint") is not None or offer.attribute("fingerprint") is not None
     if "TLS" in proto.split("/") or (proto.startswith("RTP/SAVP") and has_fp):
@@ -76,6 +105,24 @@ def media_security(offer: SessionDescription) -> MediaSecurity:
     if proto.startswith("RTP/SAVP") or m.attribute("crypto") is not None:
         return "sdes"
     if has_fp:
+        return "dtls"
+    return "plain"
+
+
+def media_security(offer: SessionDescription) -> MediaSecurity:
+    """What the audio offer can do: ``sdes``, ``dtls`` or ``plain``.
+
+    RTP/SAVP(F) or a=crypto means SDES-SRTP (RFC 4568); UDP/TLS/RTP/SAVP(F) or
+    a=fingerprint means DTLS-SRTP (RFC 5763).  A fingerprint wins over a=crypto
+    on the same stream because only DTLS can use it.  With several audio m-lines
+    (SAVP + AVP for the same audio) the most secure one we could take counts:
+    ``sdes`` if any line offers it, else ``dtls`` if any does, else ``plain``.
+    Whether the offered keys are usable is decided by :func:`choose_audio`.
+    """
+    kinds = {_section_security(offer, m) for m in _audio_sections(offer)}
+    if "sdes" in kinds:
+        return "sdes"
+    if "dtls" in kinds:
         return "dtls"
     return "plain"
 
@@ -114,30 +161,64 @@ def _telephone_event(m: MediaDescription, clock_rate: int) -> int | None:
     return None
 
 
-def _chosen_index(offer: SessionDescription, preferred: tuple[str, ...]) -> int | None:
+def _candidates(
+    offer: SessionDescription, preferred: tuple[str, ...]
+) -> tuple[list[tuple[int, CryptoChoice | None]], list[str]]:
+    """Usable audio m-lines in offer order, each with its SDES choice (None: plain RTP),
+    and the reasons the others (or their crypto) could not be used."""
+    found: list[tuple[int, CryptoChoice | None]] = []
+    reasons: list[str] = []
     for i, m in enumerate(offer.media):
-        if (m.media.lower() == "audio" and m.port != 0 and m.proto.upper() in _PLAIN_PROTOS
-                and _pick(m, preferred) is not None and m.connection_address):
-            return i
-    return None
+        if m.media.lower() != "audio" or m.port == 0:
+            continue
+        proto = m.proto.upper()
+        if _section_security(offer, m) == "dtls":
+            reasons.append(f"m-line {i + 1}: DTLS-SRTP toward SIP endpoints is not supported")
+            continue
+        if proto not in _RTP_PROTOS or not m.connection_address:
+            reasons.append(f"m-line {i + 1}: {m.proto} is not supported")
+            continue
+        if _pick(m, preferred) is None:
+            reasons.append(f"m-line {i + 1}: no common audio codec")
+            continue
+        crypto_values = m.attribute_values("crypto")
+        crypto, refused = choose_crypto(crypto_values) if crypto_values else (None, [])
+        reasons += [f"m-line {i + 1}: {r}" for r in refused]
+        if proto in _SECURE_PROTOS and crypto is None:
+            if not crypto_values:
+                reasons.append(f"m-line {i + 1}: {m.proto} without a=crypto")
+            continue
+        found.append((i, crypto))
+    return found, reasons
 
 
 def choose_audio(
-    offer: SessionDescription, preferred: tuple[str, ...] = ("PCMU", "PCMA", "G722")
+    offer: SessionDescription,
+    preferred: tuple[str, ...] = ("PCMU", "PCMA", "G722"),
+    *,
+    require_srtp: bool = False,
 ) -> AudioChoice:
-    """Choose the audio codec: the offerer's first listed codec that we support (RFC 3264 6.1).
+    """Choose the audio stream and codec: the offerer's first listed codec that we support
+    (RFC 3264 6.1), on an SRTP stream whenever the offer has usable SDES keys.
 
     Static payload types 0/8/9 are understood without a=rtpmap (RFC 3551 6).
-    Raises :class:`OfferRejected` (488) when no plain RTP audio stream carries a
-    usable codec.
+    ``require_srtp`` refuses a choice without SRTP.  Raises :class:`OfferRejected`
+    (488) when nothing usable is offered; its reason lists why each line was refused.
     """
     if not _audio_sections(offer):
         raise OfferRejected("no audio stream offered")
-    index = _chosen_index(offer, preferred)
-    if index is None:
-        if not any(m.proto.upper() in _PLAIN_PROTOS for m in _audio_sections(offer)):
-            raise OfferRejected("only secure RTP audio offered (not supported yet)")
-        raise OfferRejected("no common audio codec")
+    found, reasons = _candidates(offer, preferred)
+    secure = [c for c in found if c[1] is not None]
+    if secure:
+        index, crypto = secure[0]
+    elif found and not require_srtp:
+        index, crypto = found[0]
+    else:
+        if found:  # require_srtp and only plain RTP is usable
+            reasons.insert(0, "no usable SRTP (SDES) audio offered")
+        if all(r.endswith("no common audio codec") for r in reasons) or not reasons:
+            raise OfferRejected("no common audio codec")
+        raise OfferRejected("; ".join(_dedupe(reasons)))
     m = offer.media[index]
     picked = _pick(m, preferred)
     assert picked is not None and m.connection_address is not None
@@ -145,8 +226,12 @@ def choose_audio(
     return AudioChoice(
         payload_type=pt, encoding=enc, clock_rate=rate, remote_address=m.connection_address,
         remote_port=m.port, telephone_event_pt=_telephone_event(m, rate),
-        ptime=m.ptime or DEFAULT_PTIME,
+        ptime=m.ptime or DEFAULT_PTIME, crypto=crypto, media_index=index,
     )
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
 
 
 def _addrtype(address: str) -> str:
@@ -171,12 +256,14 @@ def build_answer(
     """
     sid = session_id if session_id is not None else secrets.randbits(62)
     version = session_version if session_version is not None else sid
-    chosen = None
-    for i, m in enumerate(offer.media):
-        if (m.media.lower() == "audio" and m.port != 0 and m.proto.upper() in _PLAIN_PROTOS
-                and str(choice.payload_type) in m.formats and m.connection_address):
-            chosen = i
-            break
+    chosen = choice.media_index
+    if chosen is None:
+        wanted = _RTP_PROTOS if choice.secure else _PLAIN_PROTOS
+        for i, m in enumerate(offer.media):
+            if (m.media.lower() == "audio" and m.port != 0 and m.proto.upper() in wanted
+                    and str(choice.payload_type) in m.formats and m.connection_address):
+                chosen = i
+                break
     answer = SessionDescription(
         origin=Origin(username, str(sid), str(version), "IN", _addrtype(local_address),
                       local_address),
@@ -205,6 +292,8 @@ def _audio_answer(m: MediaDescription, choice: AudioChoice, local_port: int) -> 
         attrs.append(("rtpmap", f"{te} telephone-event/{choice.clock_rate}"))
         attrs.append(("fmtp", f"{te} {m.fmtp.get(te) or '0-15'}"))
     attrs.append(("ptime", str(choice.ptime)))
+    if choice.crypto is not None:  # RFC 4568 7.1.1: one a=crypto, the offer's tag and suite, our key
+        attrs.append(("crypto", choice.crypto.local.to_sdp()))
     attrs.append((_MIRROR.get(m.direction, "sendrecv"), None))
     return MediaDescription(media="audio", port=local_port, proto=m.proto, formats=formats,
                             attributes=attrs)

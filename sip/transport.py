@@ -1,4 +1,4 @@
-"""Thin Twisted transports (UDP, TCP) around the sans-IO :class:`sip.endpoint.SipEndpoint`.
+"""Thin Twisted transports (UDP, TCP, TLS) around the sans-IO :class:`sip.endpoint.SipEndpoint`.
 
 These classes only move bytes, arm one ``callLater`` for the core's next
 timer and hand core events to the application's :class:`sip.calls.CallHandler`.
@@ -6,12 +6,18 @@ The reactor is passed in (``gateway.loop.install_reactor()`` made it); this
 module never imports ``twisted.internet.reactor``.  Every exception from the
 core, the socket or the handler is caught and logged here: one bad peer or one
 application bug must not stop the loop.
+
+TLS (RFC 3261 26.2, RFC 5630) is TCP framing over Twisted's TLS: :func:`tls_context_factory`
+builds the server context from PEM files (TLS 1.2 or newer, optional client certificates
+checked against a CA for mutual TLS); :meth:`SipService.listen_tls` listens with it, and calls
+that arrive there have ``transport == "tls"``.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -36,12 +42,79 @@ class SipDatagramProtocol(DatagramProtocol):
         self._service._datagram_received(datagram, addr)
 
 
-class SipStreamProtocol(Protocol):
-    """TCP: bytes of one connection in; the core frames them."""
+class TlsConfigError(ValueError):
+    """The TLS certificate, key or CA file cannot be used (unreadable, not PEM, mismatched)."""
 
-    def __init__(self, service: SipService, connection_id: int) -> None:
+
+def tls_context_factory(
+    cert_file: str | Path,
+    key_file: str | Path,
+    *,
+    ca_file: str | Path | None = None,
+    verify_client: bool = False,
+) -> Any:
+    """A Twisted TLS server context (``twisted.internet.ssl.CertificateOptions``) for SIP over TLS.
+
+    ``cert_file`` may hold the certificate followed by its chain; ``key_file`` its private key.
+    TLS 1.2 is the floor (RFC 8996 retired 1.0/1.1; many room systems and PJSIP builds with
+    OpenSSL 1.0.2 stop at 1.2, so 1.3 is not required).  With ``verify_client`` a client must
+    present a certificate issued by ``ca_file`` (mutual TLS, RFC 5630 3.1); raises
+    :class:`TlsConfigError` with the file at fault.
+    """
+    from OpenSSL import crypto
+    from twisted.internet import ssl
+
+    def read(path: str | Path, what: str) -> bytes:
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise TlsConfigError(f"cannot read TLS {what} {path}: {exc.strerror or exc}") from None
+
+    cert_pem, key_pem = read(cert_file, "certificate"), read(key_file, "key")
+    try:
+        certs = ssl.Certificate.loadPEM(cert_pem)
+        key = ssl.KeyPair.load(key_pem, crypto.FILETYPE_PEM)
+        chain = [ssl.Certificate.loadPEM(c).original
+                 for c in _pem_blocks(cert_pem)[1:]]
+    except Exception as exc:  # noqa: BLE001 - pyOpenSSL raises several types for bad PEM
+        raise TlsConfigError(f"TLS certificate {cert_file} or key {key_file} is not usable PEM: {exc}") \
+            from None
+    ca_certs: list[Any] = []
+    if ca_file is not None:
+        try:
+            ca_certs = [ssl.Certificate.loadPEM(c).original for c in _pem_blocks(read(ca_file, "CA file"))]
+        except Exception as exc:  # noqa: BLE001
+            raise TlsConfigError(f"TLS CA file {ca_file} is not usable PEM: {exc}") from None
+        if not ca_certs:
+            raise TlsConfigError(f"TLS CA file {ca_file} holds no certificate")
+    if verify_client and not ca_certs:
+        raise TlsConfigError("verifying client certificates needs a CA file (sip.tls_ca)")
+    try:
+        options = ssl.CertificateOptions(
+            privateKey=key.original, certificate=certs.original, extraCertChain=chain or None,
+            raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+            verify=verify_client, caCerts=ca_certs if verify_client else None,
+            requireCertificate=verify_client,
+        )
+        options.getContext()  # builds the OpenSSL context now: checks the key matches the certificate
+    except Exception as exc:  # noqa: BLE001 - e.g. key does not match the certificate
+        raise TlsConfigError(f"TLS certificate {cert_file} and key {key_file} do not fit together: "
+                             f"{exc}") from None
+    return options
+
+
+def _pem_blocks(data: bytes) -> list[bytes]:
+    marker = b"-----BEGIN CERTIFICATE-----"
+    return [marker + part for part in data.split(marker)[1:]]
+
+
+class SipStreamProtocol(Protocol):
+    """TCP or TLS: bytes of one connection in; the core frames them."""
+
+    def __init__(self, service: SipService, connection_id: int, transport: str = "tcp") -> None:
         self._service = service
         self.connection_id = connection_id
+        self.transport_name = transport
         self.peer: tuple[str, int] = ("", 0)
 
     def connectionMade(self) -> None:
@@ -51,20 +124,21 @@ class SipStreamProtocol(Protocol):
         self._service._connections[self.connection_id] = self
 
     def dataReceived(self, data: bytes) -> None:
-        self._service._stream_received(self.connection_id, data, self.peer)
+        self._service._stream_received(self.connection_id, data, self.peer, self.transport_name)
 
     def connectionLost(self, reason: Any = None) -> None:
         self._service._connection_lost(self.connection_id)
 
 
 class SipStreamFactory(Factory):
-    """Makes one :class:`SipStreamProtocol` per accepted TCP connection."""
+    """Makes one :class:`SipStreamProtocol` per accepted TCP (or TLS) connection."""
 
-    def __init__(self, service: SipService) -> None:
+    def __init__(self, service: SipService, transport: str = "tcp") -> None:
         self._service = service
+        self._transport = transport
 
     def buildProtocol(self, addr: Any) -> SipStreamProtocol:
-        return SipStreamProtocol(self._service, next(self._service._connection_ids))
+        return SipStreamProtocol(self._service, next(self._service._connection_ids), self._transport)
 
 
 class SipService:
@@ -113,6 +187,15 @@ class SipService:
         log.info("sip.listening", transport="tcp", port=lp.getHost().port)
         return lp
 
+    def listen_tls(self, host: str, port: int, context_factory: Any) -> Any:
+        """Listen for SIP over TLS (RFC 3261 26.2; 5061 by convention) with ``context_factory``
+        (see :func:`tls_context_factory`); returns the listening port."""
+        lp = self._reactor.listenSSL(port, SipStreamFactory(self, "tls"), context_factory, interface=host)
+        self._ports.append(lp)
+        self.endpoint.add_listener("tls", host, lp.getHost().port)
+        log.info("sip.listening", transport="tls", port=lp.getHost().port)
+        return lp
+
     def stop(self) -> defer.Deferred[Any]:
         """Stop listening, drop connections and the timer; fires when the ports are closed."""
         if self._timer_call is not None and self._timer_call.active():
@@ -135,9 +218,10 @@ class SipService:
             log.exception("sip.message.dropped", reason="internal error")
         self._flush()
 
-    def _stream_received(self, connection_id: int, data: bytes, addr: tuple[str, int]) -> None:
+    def _stream_received(self, connection_id: int, data: bytes, addr: tuple[str, int],
+                         transport: str = "tcp") -> None:
         try:
-            self.endpoint.receive_stream(connection_id, data, addr, "tcp", now=self._clock())
+            self.endpoint.receive_stream(connection_id, data, addr, transport, now=self._clock())
         except Exception:
             log.exception("sip.message.dropped", reason="internal error")
         self._flush()

@@ -7,7 +7,7 @@ stdout when it ends, and ends with ``os._exit`` (pjsua2 can crash in its teardow
 Modes
 -----
 ``call URI``
-    Dial ``URI`` over ``--transport udp|tcp`` offering one codec (``--codec PCMU|PCMA|G722``),
+    Dial ``URI`` over ``--transport udp|tcp|tls`` offering one codec (``--codec PCMU|PCMA|G722``),
     play ``--play`` (a WAV, looped) into the call, record what arrives into ``--record``, stay
     connected ``--seconds``, hang up.
 ``answer``
@@ -268,12 +268,21 @@ class Agent:
         cfg.medConfig.threadCnt = 1
         self.ep.libInit(cfg)
 
-        kinds = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP}
+        kinds = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP,
+                 "tls": pj.PJSIP_TRANSPORT_TLS}
         for name in args.transport.split(","):
             tcfg = pj.TransportConfig()
             tcfg.port = args.port
             tcfg.boundAddress = HOST
             tcfg.publicAddress = HOST
+            if name == "tls":
+                # The bundled OpenSSL 1.0.2k stops at TLS 1.2; the gateway's test certificate is
+                # self-signed, so the server is not verified (the test checks the channel, not PKI).
+                tcfg.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
+                tcfg.tlsConfig.verifyServer = False
+                if args.tls_cert:
+                    tcfg.tlsConfig.certFile = args.tls_cert
+                    tcfg.tlsConfig.privKeyFile = args.tls_key
             tid = self.ep.transportCreate(kinds[name], tcfg)
             self.transports[name] = tid
             self.ports[name] = int(self.ep.transportGetInfo(tid).localName.rsplit(":", 1)[1])
@@ -299,6 +308,12 @@ class Agent:
         acfg.mediaConfig.transportConfig.portRange = 0 if args.rtp_port else 2000
         acfg.mediaConfig.srtpUse = SRTP_USE[args.srtp]
         acfg.mediaConfig.srtpSecureSignaling = 0
+        if args.srtp_suite:
+            acfg.mediaConfig.srtpOpt.cryptos.clear()
+            for suite in args.srtp_suite.split(","):
+                crypto = pj.SrtpCrypto()
+                crypto.name = suite
+                acfg.mediaConfig.srtpOpt.cryptos.append(crypto)
         acfg.natConfig.iceEnabled = False
         acfg.natConfig.sdpNatRewriteUse = False
         acfg.natConfig.viaRewriteUse = False
@@ -338,8 +353,9 @@ class Agent:
     def run_call(self) -> Outcome:
         args = self.args
         uri = args.uri
-        if args.transport == "tcp" and "transport=" not in uri.lower():
-            uri += ";transport=tcp"
+        if args.transport in ("tcp", "tls") and "transport=" not in uri.lower() \
+                and not uri.lower().startswith("sips:"):
+            uri += f";transport={args.transport}"
         call = AgentCall(self, self.account, record=args.record)
         self.calls.append(call)
         op = pj.CallOpParam(True)
@@ -427,6 +443,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         s.add_argument("--port", type=int, default=0, help="SIP port on 127.0.0.1 (0: any)")
         s.add_argument("--rtp-port", type=int, default=0, help="first RTP port (0: random)")
         s.add_argument("--srtp", choices=sorted(SRTP_USE), default="off")
+        s.add_argument("--srtp-suite", default=None,
+                       help="offer only these SDES suites (comma-separated, e.g. AES_CM_128_HMAC_SHA1_32)")
+        s.add_argument("--tls-cert", default=None, help="client certificate (PEM) for TLS")
+        s.add_argument("--tls-key", default=None, help="its private key (PEM)")
         s.add_argument("--user", default="pjsua" if mode == "call" else "answer")
         s.add_argument("--log-file", help="write pjsua's log here")
         s.add_argument("--log-level", type=int, default=4)

@@ -165,6 +165,7 @@ class GatewayProcess:
     stderr_path: Path
     stdout_path: Path
     _log_offset: int = field(default=0, repr=False)
+    tls_port: int | None = None
 
     @property
     def http_url(self) -> str:
@@ -175,7 +176,15 @@ class GatewayProcess:
         return range(self.media.low, self.media.high + 1)
 
     def sip_uri(self, meeting: str, transport: str = "udp") -> str:
-        """The URI a room system dials to join ``meeting`` over ``transport`` (udp|tcp)."""
+        """The URI a room system dials to join ``meeting`` over ``transport`` (udp|tcp|tls|sips).
+
+        ``sips`` gives a ``sips:`` URI (TLS implied); both TLS forms need ``start_gateway(tls=True)``."""
+        if transport in ("tls", "sips"):
+            if self.tls_port is None:
+                raise ValueError("this gateway has no TLS listener (start it with tls=True)")
+            if transport == "sips":
+                return f"sips:{meeting}@127.0.0.1:{self.tls_port}"
+            return f"sip:{meeting}@127.0.0.1:{self.tls_port};transport=tls"
         if transport not in ("udp", "tcp"):
             raise ValueError(f"unknown transport {transport!r}")
         suffix = ";transport=tcp" if transport == "tcp" else ""
@@ -266,16 +275,29 @@ def _wait_healthy(gw: GatewayProcess, timeout: float) -> None:
         time.sleep(0.1)
 
 
+def make_test_certificate(folder: Path, name: str = "sip") -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM), made with ``openssl``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / f"{name}-cert.pem", folder / f"{name}-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True)
+    return cert, key
+
+
 def start_gateway(workdir: Path | str, *, policy: Mapping[str, Any] | None = None,
                   config: Mapping[str, Any] | None = None, log_level: str | None = None,
                   ready_timeout: float = 30.0, env: Mapping[str, str] | None = None,
-                  command: list[str] | None = None) -> GatewayProcess:
+                  command: list[str] | None = None, tls: bool = False) -> GatewayProcess:
     """Write gateway.yaml + policy.yaml into ``workdir``, start ``roomgate run``, wait for /healthz.
 
     ``policy`` is merged over DEFAULT_POLICY; ``config`` over the generated gateway config (e.g.
     ``{"core": {"url": ...}}``); ``log_level`` sets ``log.level``. ``command`` replaces
-    ``roomgate`` (``run --config PATH`` is appended to it). Call ``.stop()`` (or use
-    ``running_gateway``).
+    ``roomgate`` (``run --config PATH`` is appended to it). ``tls`` adds a SIP TLS listener on
+    a free port with a fresh self-signed certificate (``.tls_port``, ``sip_uri(m, "tls")``).
+    Call ``.stop()`` (or use ``running_gateway``).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -284,11 +306,19 @@ def start_gateway(workdir: Path | str, *, policy: Mapping[str, Any] | None = Non
         sip_port, http_port = free_sip_port(), free_tcp_port()
         while http_port == sip_port:
             http_port = free_tcp_port()
+        tls_port: int | None = None
+        tls_config: dict[str, Any] = {}
+        if tls:
+            tls_port = free_tcp_port()
+            while tls_port in (sip_port, http_port):
+                tls_port = free_tcp_port()
+            cert, key = make_test_certificate(workdir / "tls")
+            tls_config = {"tls": f"127.0.0.1:{tls_port}", "tls_cert": str(cert), "tls_key": str(key)}
         policy_doc = build_policy(policy)
         policy_path = workdir / "policy.yaml"
         policy_path.write_text(yaml.safe_dump(policy_doc, sort_keys=False))
         config_doc = _merge({
-            "sip": {"udp": f"127.0.0.1:{sip_port}", "tcp": f"127.0.0.1:{sip_port}"},
+            "sip": {"udp": f"127.0.0.1:{sip_port}", "tcp": f"127.0.0.1:{sip_port}", **tls_config},
             "http": {"listen": f"127.0.0.1:{http_port}"},
             "media": {"address": "127.0.0.1", "ports": f"{media.low}-{media.high}"},
             "policy": str(policy_path),
@@ -308,7 +338,8 @@ def start_gateway(workdir: Path | str, *, policy: Mapping[str, Any] | None = Non
         raise
     gw = GatewayProcess(proc=proc, workdir=workdir, config_path=config_path, policy_path=policy_path,
                         sip_port=sip_port, http_port=http_port, media=media, config=config_doc,
-                        policy=policy_doc, stderr_path=stderr_path, stdout_path=stdout_path)
+                        policy=policy_doc, stderr_path=stderr_path, stdout_path=stdout_path,
+                        tls_port=tls_port)
     try:
         _wait_healthy(gw, ready_timeout)
     except BaseException:

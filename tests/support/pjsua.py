@@ -106,9 +106,12 @@ def free_rtp_port(low: int = 40000, high: int = 58000) -> int:
 
 def _common_args(*, codec: str | None, play_wav: Path | str | None, record_wav: Path | str | None,
                  seconds: float, transport: str, timeout: float, srtp: str,
-                 log_file: Path | str | None, rtp_port: int = 0) -> list[str]:
+                 log_file: Path | str | None, rtp_port: int = 0,
+                 srtp_suite: str | None = None) -> list[str]:
     args = ["--transport", transport, "--seconds", str(seconds), "--timeout", str(timeout),
             "--srtp", srtp]
+    if srtp_suite:
+        args += ["--srtp-suite", srtp_suite]
     if rtp_port:
         args += ["--rtp-port", str(rtp_port)]
     if codec:
@@ -135,19 +138,26 @@ def run_pjsua_call(uri: str, *, codec: str | None = None, play_wav: Path | str |
                    record_wav: Path | str | None = None, seconds: float = 3.0,
                    transport: str = "udp", timeout: float = 20.0, srtp: str = "off",
                    log_file: Path | str | None = None, port: int = 0,
-                   rtp_port: int = 0) -> PjsuaResult:
+                   rtp_port: int = 0, srtp_suite: str | None = None,
+                   tls_cert: Path | str | None = None, tls_key: Path | str | None = None) -> PjsuaResult:
     """Place one call with a real pjsua and wait for it to end.
 
     ``codec`` (PCMU|PCMA|G722) is the only codec offered; ``play_wav`` is looped into the call;
     the received audio goes to ``record_wav``; the call stays up ``seconds`` once connected.
     ``timeout`` bounds the wait for an answer (the process gets ``timeout + seconds + 15`` s in
-    all). ``srtp`` is off|optional|mandatory (SDES). ``log_file`` gets pjsua's own log.
+    all). ``srtp`` is off|optional|mandatory (SDES); ``srtp_suite`` limits the SDES suites offered
+    (comma-separated, e.g. ``AES_CM_128_HMAC_SHA1_32``). ``transport`` is udp, tcp or tls (TLS 1.2,
+    server certificate not verified; ``tls_cert``/``tls_key`` are a client certificate to present).
+    ``log_file`` gets pjsua's own log.
     ``port`` is the local SIP port (0: any); ``rtp_port`` the local RTP port (0: a random one
     in 40000-58000; see ``free_rtp_port`` when a test must know it, e.g. to capture it).
     """
     cmd = [sys.executable, str(AGENT), "call", uri, "--port", str(port)] + _common_args(
         codec=codec, play_wav=play_wav, record_wav=record_wav, seconds=seconds,
-        transport=transport, timeout=timeout, srtp=srtp, log_file=log_file, rtp_port=rtp_port)
+        transport=transport, timeout=timeout, srtp=srtp, log_file=log_file, rtp_port=rtp_port,
+        srtp_suite=srtp_suite)
+    if tls_cert and tls_key:
+        cmd += ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout + seconds + 15)
     except subprocess.TimeoutExpired as exc:

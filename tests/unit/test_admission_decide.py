@@ -79,25 +79,50 @@ def test_require_srtp_vs_plain_488_with_warning_naming_meeting_and_rule() -> Non
     assert d.rule in d.explain() and "488" in d.explain()
 
 
-def test_require_srtp_vs_sdes_is_refused_explicitly_for_now() -> None:
+def test_require_srtp_admits_sdes() -> None:
     d = call(meeting="1001", media_security="sdes")
-    assert isinstance(d, Refuse) and d.sip_status == 488
-    assert "SDES-SRTP not supported yet" in d.warning
-    assert "SDES-SRTP not supported yet" in d.explain()
+    assert isinstance(d, Admit) and not d.notes
+    assert d.rule == 'meetings."1001".legacy_media=require-srtp'
+    assert "sdes media accepted by" in d.explain()
 
 
 def test_require_srtp_vs_dtls_is_refused_explicitly_for_now() -> None:
     d = call(meeting="1001", media_security="dtls")
     assert isinstance(d, Refuse) and d.sip_status == 488
-    assert "DTLS-SRTP" in d.warning and "not supported yet" in d.warning
+    assert "DTLS-SRTP" in d.warning and "not DTLS-SRTP yet" in d.warning
+    assert "require-srtp" in d.warning
 
 
 @pytest.mark.parametrize("meeting", ["1000", "1003"])
-def test_sdes_offer_admitted_under_allow_plain_and_prefer_srtp_with_a_note(meeting: str) -> None:
+def test_sdes_offer_admitted_under_allow_plain_and_prefer_srtp_without_a_note(meeting: str) -> None:
     d = call(meeting=meeting, media_security="sdes")
     assert isinstance(d, Admit)
-    assert any("SDES-SRTP not supported yet" in n for n in d.notes)
-    assert "SDES-SRTP not supported yet" in d.explain()
+    assert not d.notes, d.notes
+    assert "not supported" not in d.explain()
+
+
+SIGNALING = parse_policy("""\
+version: 1
+defaults: {signaling: any}
+meetings:
+  "3000": {signaling: tls-required}
+  "3001": {signaling: tls-required, protocols: [h323]}
+""", "policy.yaml")
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "UDP"])
+def test_tls_required_refuses_other_transports_with_403_naming_the_rule(transport: str) -> None:
+    d = call(SIGNALING, meeting="3000", transport=transport)
+    assert isinstance(d, Refuse) and d.sip_status == 403 and d.reason == "Forbidden"
+    assert d.rule == 'meetings."3000".signaling=tls-required'
+    assert "TLS only" in d.warning and d.rule in d.warning and "3000" in d.warning
+
+
+def test_tls_required_admits_tls_and_protocols_is_checked_first() -> None:
+    assert isinstance(call(SIGNALING, meeting="3000", transport="tls"), Admit)
+    assert isinstance(call(SIGNALING, meeting="3999", transport="udp"), Admit)  # defaults: any
+    d = call(SIGNALING, meeting="3001", transport="udp")
+    assert isinstance(d, Refuse) and "protocols" in d.rule
 
 
 def test_prefer_srtp_plain_offer_admitted_and_says_so() -> None:

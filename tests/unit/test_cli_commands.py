@@ -49,7 +49,7 @@ def test_policy_check_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert out.out == ""
     assert out.err.splitlines() == [
         "policy.yaml:3:21: meetings.a.legacy_media: 'require-srpt' is not one of allow-plain, prefer-srtp, require-srtp",
-        "policy.yaml:4:25: meetings.b.colour: unknown key (expected one of: legacy_media, protocols)",
+        "policy.yaml:4:25: meetings.b.colour: unknown key (expected one of: legacy_media, protocols, signaling)",
     ]
 
 
@@ -73,7 +73,7 @@ def test_shipped_files_check_ok(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith("OK: version 1, 2 meetings, unknown meetings use defaults")
     assert out[1].startswith(f"{SHIPPED_CONFIG}: OK: sip/udp 127.0.0.1:5060, sip/tcp 127.0.0.1:5060, "
-                             "http 127.0.0.1:8080")
+                             "sip/tls 127.0.0.1:5061, http 127.0.0.1:8080")
 
 
 def test_config_check_reports_config_and_policy_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -54,7 +54,8 @@ def test_inheritance_from_defaults() -> None:
     assert m is not None
     assert m.legacy_media == "require-srtp"
     assert m.protocols == ("sip", "h323")  # inherited
-    assert m.origins == {"legacy_media": 'meetings."1001".legacy_media', "protocols": "defaults.protocols"}
+    assert m.origins == {"legacy_media": 'meetings."1001".legacy_media', "protocols": "defaults.protocols",
+                         "signaling": "defaults.signaling"}
     m2 = p.for_meeting("1002")
     assert m2 is not None and m2.legacy_media == "prefer-srtp" and m2.protocols == ("sip",)
     assert m2.rule("protocols") == 'meetings."1002".protocols=[sip]'
@@ -135,7 +136,7 @@ def test_real_boolean_is_reported_clearly() -> None:
 
 def test_unknown_key_reported_with_its_line() -> None:
     msgs = errors_of("version: 1\ndefaults:\n  legacy_media: allow-plain\n  protocol: [sip]\n")
-    assert msgs == ["policy.yaml:4:3: defaults.protocol: unknown key (expected one of: legacy_media, protocols)"]
+    assert msgs == ["policy.yaml:4:3: defaults.protocol: unknown key (expected one of: legacy_media, protocols, signaling)"]
     (top,) = errors_of("version: 1\nmeeting: {}\n")
     assert top.startswith("policy.yaml:2:1: meeting: unknown key (expected one of: version,")
 

@@ -98,9 +98,11 @@ def test_choose_audio_rejections() -> None:
         choose_audio(sdp("m=audio 0 RTP/AVP 0\r\n"))
     with pytest.raises(OfferRejected):  # a G722 rtpmap at the wrong clock is not G722 here
         choose_audio(sdp("m=audio 4000 RTP/AVP 97\r\na=rtpmap:97 G722/16000\r\n"))
-    with pytest.raises(OfferRejected, match="secure"):
-        choose_audio(sdp("m=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 "
+    with pytest.raises(OfferRejected, match="AES_256_CM_HMAC_SHA1_80 is known but not supported"):
+        choose_audio(sdp("m=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_256_CM_HMAC_SHA1_80 "
                          "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"))
+    with pytest.raises(OfferRejected, match="RTP/SAVP without a=crypto"):
+        choose_audio(sdp("m=audio 4000 RTP/SAVP 0\r\n"))
 
 
 def test_media_security() -> None:

@@ -1,0 +1,351 @@
+"""Legacy calls over H.323: from an incoming Setup to a participant in a meeting.
+
+The H.323 twin of :mod:`gateway.calls` (which does this for SIP): for each call the H.323
+transport (:mod:`h323.transport`) offers, it finds the meeting in what the caller dialled,
+decides admission with the same policy (``gateway.admission.decide(..., protocol="h323")``),
+opens the call's media with the same :class:`bridge.session.MediaSession`, and only then sends
+Connect, so the caller hears the meeting from the first packet.
+
+- **Meeting id** (H.225.0 section 7.3.1): the Q.931 Called party number, else the
+  ``dialledDigits`` alias, else the ``h323-ID`` alias.  ``meeting#pin`` keeps the meeting part
+  (the PIN is never logged), and so does ``IP##meeting``, the form endpoints use when they dial
+  an address.
+- **Refusals**: ReleaseComplete with a ``ReleaseCompleteReason`` and a Q.931 cause, plus a
+  Display element with the rule's text (what SIP puts in ``Warning:``): unknown meeting and
+  protocol not allowed -> ``calledPartyNotRegistered`` (causes 1 and 21); ``legacy_media:
+  require-srtp`` -> ``securityDenied`` (H.323 legs are plain RTP); no media port or the meeting
+  cannot be joined -> ``gatewayResources``.  Each refusal logs ``call.refused``.
+- **Media**: with Fast Start the caller's first G.711 proposal (PCMU, PCMA) is bridged and
+  answered in Connect; otherwise Connect starts H.245 (tunnelled or separate) and the bridge
+  opens when both logical channels are (``MediaReady``).  The RTP port pair is taken before
+  Connect either way, since the OpenLogicalChannelAck must name it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from bridge.ports import NoFreePort, PortAllocator, PortLease
+from bridge.session import MediaSession
+from gateway.admission import Refuse, decide
+from gateway.metrics import Metrics
+from gateway.policy import Policy
+from gateway.roster import Roster, RosterParticipant
+from h323.call import (
+    CallOffered,
+    CallReleased,
+    DtmfReceived,
+    MediaReady,
+    choose_fast_start,
+)
+from h323.transport import H323Connection
+
+log = structlog.get_logger("gateway.h323_calls")
+
+#: Codecs we answer Fast Start with, in the order we accept them (the caller's order decides).
+FAST_START_CODECS = ("PCMU", "PCMA")
+#: RTP payload types of the codecs an H.323 leg may carry (RFC 3551 static types; H.323 uses them).
+PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8, "G722": 9}
+
+
+
+def meeting_part(text: str) -> str:
+    """The meeting id in one dialled string: ``1000``, ``1000#4321`` (meeting#pin),
+    ``192.0.2.1##1000`` (IP##meeting) and ``1000@host`` all give ``1000``."""
+    text = text.strip()
+    if "##" in text:
+        text = text.split("##", 1)[1]
+    text = text.split("#", 1)[0]
+    return text.split("@", 1)[0].strip()
+
+
+def meeting_from_offer(offer: CallOffered) -> str:
+    """The meeting a Setup asks for: called party number, dialledDigits, then h323-ID."""
+    for candidate in (offer.called_number or "", *offer.dialled_digits, *offer.h323_ids):
+        meeting = meeting_part(candidate)
+        if meeting:
+            return meeting
+    return ""
+
+
+def release_for(decision: Refuse) -> tuple[str, int]:
+    """The ReleaseCompleteReason and Q.931 cause for a policy refusal (H.225.0 table 5)."""
+    if decision.sip_status == 404:
+        return "calledPartyNotRegistered", 1  # unallocated (unassigned) number
+    if decision.sip_status == 488:
+        return "securityDenied", 31
+    return "calledPartyNotRegistered", 21  # call rejected
+
+
+class _PreparedPorts:
+    """Hands an already taken lease to :meth:`MediaSession.allocate` (same interface as
+    :class:`PortAllocator` there): the port must be known before the codec is."""
+
+    def __init__(self, lease: PortLease, address: str) -> None:
+        self._lease: PortLease | None = lease
+        self.address = address
+
+    def allocate(self) -> PortLease:
+        lease, self._lease = self._lease, None
+        if lease is None:
+            raise NoFreePort("the prepared lease was already used")
+        return lease
+
+
+@dataclass
+class H323LegacyCall:
+    """One admitted (or being admitted) H.323 call and its media."""
+
+    conn: H323Connection
+    offer: CallOffered
+    meeting: str
+    label: str
+    lease: PortLease | None = None
+    session: MediaSession | None = None
+    media: asyncio.Future[MediaReady] | None = None
+    ended: bool = False
+    answered: bool = False
+    pseudonym: str = ""
+    participant: RosterParticipant | None = None
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+class H323CallController:
+    """The H.323 transport's ``H323CallHandler``: admits, bridges and ends H.323 calls."""
+
+    def __init__(self, *, reactor: Any, policy: Policy, core_url: str, media_address: str,
+                 ports: PortAllocator, roster: Roster | None = None, metrics: Metrics | None = None) -> None:
+        self._reactor = reactor
+        self.policy = policy
+        self.roster = roster if roster is not None else Roster()
+        self.metrics = metrics
+        self._core_url = core_url
+        self._media_address = media_address
+        self._ports = ports
+        self._calls: dict[int, H323LegacyCall] = {}
+
+    # -- H323CallHandler ----------------------------------------------------------------------
+
+    def incoming_call(self, conn: H323Connection, offer: CallOffered) -> None:
+        meeting = meeting_from_offer(offer)
+        entry = H323LegacyCall(conn=conn, offer=offer, meeting=meeting,
+                               label=conn.label)
+        self._calls[conn.id] = entry
+        task = asyncio.ensure_future(self._admit_and_bridge(entry))
+        entry.tasks.add(task)
+        task.add_done_callback(entry.tasks.discard)
+
+    def media_ready(self, conn: H323Connection, media: MediaReady) -> None:
+        entry = self._calls.get(conn.id)
+        if entry is not None and entry.media is not None and not entry.media.done():
+            entry.media.set_result(media)
+
+    def dtmf(self, conn: H323Connection, event: DtmfReceived) -> None:
+        entry = self._calls.get(conn.id)
+        if entry is not None:  # the digit itself may be a PIN: not logged
+            log.info("h323.dtmf", call=entry.label, meeting=entry.meeting)
+
+    def call_released(self, conn: H323Connection, event: CallReleased) -> None:
+        entry = self._calls.pop(conn.id, None)
+        if entry is None:
+            return
+        entry.ended = True
+        if entry.media is not None and not entry.media.done():
+            entry.media.cancel()
+        if entry.answered:
+            log.info("call.ended", call=entry.label, meeting=entry.meeting, protocol="h323",
+                     by=event.by, reason=event.reason, cause=event.cause)
+        self._leave_roster(entry, event.by)
+        self._close_media(entry)
+
+    # -- application --------------------------------------------------------------------------
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._calls)
+
+    async def hangup_all(self, reason: str = "gateway shutting down") -> None:
+        """Release every H.323 call (endSessionCommand + ReleaseComplete), e.g. at shutdown."""
+        entries = list(self._calls.values())
+        for entry in entries:
+            self._end_from_gateway(entry, by="shutdown")
+        pending = [t for e in entries for t in e.tasks]
+        if pending:
+            await asyncio.wait(pending, timeout=2)
+
+    def end_participant(self, meeting: str, participant_id: str, reason: str) -> bool:
+        for entry in list(self._calls.values()):
+            if entry.meeting == meeting and entry.participant is not None \
+                    and entry.participant.id == participant_id:
+                self._end_from_gateway(entry, by="api")
+                return True
+        return False
+
+    async def end_meeting(self, meeting: str, reason: str) -> int:
+        entries = [e for e in self._calls.values() if e.meeting == meeting]
+        for entry in entries:
+            self._end_from_gateway(entry, by="api")
+        pending = [t for e in entries for t in e.tasks]
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        return len(entries)
+
+    # -- the call -----------------------------------------------------------------------------
+
+    async def _admit_and_bridge(self, entry: H323LegacyCall) -> None:
+        conn, offer = entry.conn, entry.offer
+        bound = log.bind(call=entry.label, meeting=entry.meeting, protocol="h323", transport="tcp")
+        decision = decide(self.policy, meeting=entry.meeting, protocol="h323", transport="tcp",
+                          media_security="plain")
+        if isinstance(decision, Refuse):
+            reason, cause = release_for(decision)
+            bound.info("call.refused", status=decision.sip_status, rule=decision.rule, release_reason=reason,
+                       cause=cause, detail=decision.warning)
+            # Q.931 Display holds at most 82 octets: the rule, which names meeting and setting.
+            self._refuse(entry, reason, cause, f"refused by rule {decision.rule}", rule=decision.rule)
+            return
+        choice = choose_fast_start(offer.fast_start, FAST_START_CODECS)
+        bound.info("call.admitted", rule=decision.rule, media_security="plain", legacy_encryption="plain",
+                   fast_start=choice is not None, tunnelling=offer.tunnelling,
+                   codec=choice.codec if choice else None, notes=list(decision.notes) or None)
+        if decision.policy.legacy_media == "prefer-srtp":
+            bound.warning("call.media_plain", rule=decision.rule,
+                          detail="prefer-srtp: H.323 legs carry plain RTP")
+        if self.metrics is not None:
+            self.metrics.call_admitted("h323", "tcp")
+        entry.pseudonym = self.roster.new_pseudonym(entry.meeting)
+        try:
+            entry.lease = self._ports.allocate()
+        except (NoFreePort, OSError) as exc:
+            bound.error("call.media_failed", stage="allocate", error=str(exc))
+            self._refuse(entry, "gatewayResources", 47, "no media port available", rule="media-port")
+            return
+        local_rtp = (self._media_address, entry.lease.rtp_port)
+        if choice is not None:
+            conn.ring()
+            codec, remote = choice.codec, choice.remote_rtp
+        else:
+            # Slow start: Connect now, H.245 opens the channels, then the bridge.
+            entry.media = asyncio.get_running_loop().create_future()
+            conn.accept(local_rtp=local_rtp)
+            entry.answered = True
+            try:
+                media = await entry.media
+            except asyncio.CancelledError:
+                self._release_lease(entry)
+                return
+            codec, remote = media.codec, media.remote_rtp
+        if entry.ended:
+            self._release_lease(entry)
+            return
+        try:
+            session = MediaSession.allocate(
+                reactor=self._reactor, meeting=entry.meeting, core_url=self._core_url,
+                media_address=self._media_address,
+                port_allocator=_PreparedPorts(entry.lease, self._media_address),  # type: ignore[arg-type]
+                encoding=codec, payload_type=PAYLOAD_TYPES[codec], remote_address=remote[0],
+                remote_port=remote[1], display_name=entry.pseudonym)
+        except (NoFreePort, OSError, ValueError, KeyError) as exc:
+            bound.error("call.media_failed", stage="allocate", error=str(exc))
+            self._release_lease(entry)
+            self._refuse(entry, "gatewayResources", 47, "media could not be set up", rule="media-port")
+            return
+        entry.lease = None  # owned by the session now
+        entry.session = session
+        session.on_ended = lambda why: self._media_ended(entry, why)
+        try:
+            await session.start()
+        except Exception as exc:  # noqa: BLE001 - any failure to join must give the caller a clean release
+            bound.error("call.media_failed", stage="join", error=str(exc))
+            self._close_media(entry)
+            if not entry.ended:
+                self._refuse(entry, "gatewayResources", 47, "the meeting could not be joined", rule="join-failed")
+            return
+        if entry.ended:
+            self._close_media(entry)
+            return
+        if choice is not None:
+            conn.accept(local_rtp=local_rtp, fast_start=choice)
+            entry.answered = True
+        self._join_roster(entry, session, codec)
+        bound.info("call.answered", local_port=session.local_port, codec=codec,
+                   fast_start=choice is not None, remote_port=remote[1],
+                   participant=entry.participant.id if entry.participant else None)
+
+    def _refuse(self, entry: H323LegacyCall, reason: str, cause: int, text: str, *, rule: str) -> None:
+        if self.metrics is not None:
+            self.metrics.call_refused("h323", rule)
+        entry.ended = True
+        self._calls.pop(entry.conn.id, None)
+        self._release_lease(entry)
+        entry.conn.reject(reason, cause=cause, display=text)
+
+    def _media_ended(self, entry: H323LegacyCall, why: str) -> None:
+        if not entry.ended:
+            log.info("call.media_ended", call=entry.label, meeting=entry.meeting, why=why)
+            self._end_from_gateway(entry, by="media")
+
+    def _end_from_gateway(self, entry: H323LegacyCall, *, by: str) -> None:
+        entry.ended = True
+        self._calls.pop(entry.conn.id, None)
+        if entry.media is not None and not entry.media.done():
+            entry.media.cancel()
+        if entry.answered:
+            log.info("call.ended", call=entry.label, meeting=entry.meeting, protocol="h323", by=by)
+        entry.conn.release("undefinedReason")
+        self._leave_roster(entry, by)
+        self._close_media(entry)
+
+    # -- roster -------------------------------------------------------------------------------
+
+    def _join_roster(self, entry: H323LegacyCall, session: MediaSession, codec: str) -> None:
+        webrtc = getattr(session, "webrtc", None)
+        core_ids = tuple(r.resource_id for r in (getattr(webrtc, "whip", None), getattr(webrtc, "whep", None))
+                         if r is not None)
+        entry.participant = self.roster.add(
+            entry.meeting, protocol="h323", transport="tcp", codec=codec, legacy_encryption="plain",
+            stats=session.stats, pseudonym=entry.pseudonym, core_ids=core_ids)
+
+    def _leave_roster(self, entry: H323LegacyCall, by: str) -> None:
+        participant, entry.participant = entry.participant, None
+        if participant is None:
+            return
+        gone = self.roster.remove(entry.meeting, participant.id)
+        if self.metrics is not None:
+            self.metrics.call_ended(participant.protocol, by, gone.final_counters if gone else None)
+
+    def _close_media(self, entry: H323LegacyCall) -> None:
+        self._release_lease(entry)
+        session, entry.session = entry.session, None
+        if session is not None:
+            task = asyncio.ensure_future(session.close())
+            entry.tasks.add(task)
+            task.add_done_callback(entry.tasks.discard)
+
+    @staticmethod
+    def _release_lease(entry: H323LegacyCall) -> None:
+        lease, entry.lease = entry.lease, None
+        if lease is not None:
+            lease.release()
+
+
+class LegacyControllers:
+    """The SIP and H.323 controllers as one for the control API (``gateway.api.service.Controller``):
+    one roster, and commands go to whichever controller holds the call."""
+
+    def __init__(self, *controllers: Any) -> None:
+        if not controllers:
+            raise ValueError("at least one controller")
+        self._controllers = controllers
+        self.roster: Roster = controllers[0].roster
+
+    def end_participant(self, meeting: str, participant_id: str, reason: str) -> bool:
+        return any(c.end_participant(meeting, participant_id, reason) for c in self._controllers)
+
+    async def end_meeting(self, meeting: str, reason: str) -> int:
+        ended = await asyncio.gather(*(c.end_meeting(meeting, reason) for c in self._controllers))
+        return sum(ended)
