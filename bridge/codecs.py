@@ -20,7 +20,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import av
 import numpy as np
@@ -119,7 +119,7 @@ class G711Decoder:
 
 # -- G.722 ----------------------------------------------------------------------------
 
-def _g722_context(mode: str) -> av.CodecContext:
+def _g722_context(mode: Literal["r", "w"]) -> Any:
     """An FFmpeg G.722 context ("w" encodes, "r" decodes) for 16 kHz mono s16."""
     ctx = av.CodecContext.create("g722", mode)
     ctx.sample_rate = 16000

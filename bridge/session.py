@@ -121,6 +121,11 @@ class MediaSession:
     def local_port(self) -> int:
         return self.legacy.local_port
 
+    @property
+    def core_resource_ids(self) -> tuple[str, ...]:
+        """The core's ids of this call's WHIP and WHEP resources (empty before the join)."""
+        return tuple(r.resource_id for r in (self.webrtc.whip, self.webrtc.whep) if r is not None)
+
     async def start(self) -> None:
         """Join the core, then start the legacy leg. Raises CoreError subclasses on failure."""
         if self._closed:

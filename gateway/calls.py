@@ -20,6 +20,7 @@ from bridge.ports import NoFreePort, PortAllocator
 from bridge.session import MediaSession
 from gateway.admission import Refuse, decide
 from gateway.metrics import Metrics
+from gateway.participation import join_roster, leave_roster
 from gateway.policy import Policy
 from gateway.roster import LegacyEncryption, Roster, RosterParticipant, Transport
 from sip.calls import EndReason, InboundCall
@@ -215,25 +216,16 @@ class CallController:
     # -- roster and commands (control API) --------------------------------------------------------
 
     def _join_roster(self, entry: LegacyCall, session: MediaSession, codec: str) -> None:
-        stats = session.stats()
-        webrtc = getattr(session, "webrtc", None)
-        core_ids = tuple(r.resource_id for r in (getattr(webrtc, "whip", None), getattr(webrtc, "whep", None))
-                         if r is not None)
         legacy_encryption: LegacyEncryption = (
-            "sdes-srtp" if stats.get("legacy", {}).get("encryption") == "sdes-srtp" else "plain")
+            "sdes-srtp" if session.stats().get("legacy", {}).get("encryption") == "sdes-srtp" else "plain")
         transport: Transport = {"udp": "udp", "tcp": "tcp", "tls": "tls"}.get(entry.call.transport, "udp")  # type: ignore[assignment]
-        entry.participant = self.roster.add(
-            entry.meeting, protocol="sip", transport=transport, codec=codec,
-            legacy_encryption=legacy_encryption, stats=session.stats, pseudonym=entry.pseudonym,
-            core_ids=core_ids)
+        entry.participant = join_roster(
+            self.roster, entry.meeting, session, protocol="sip", transport=transport, codec=codec,
+            legacy_encryption=legacy_encryption, pseudonym=entry.pseudonym)
 
     def _leave_roster(self, entry: LegacyCall, by: str) -> None:
         participant, entry.participant = entry.participant, None
-        if participant is None:
-            return
-        gone = self.roster.remove(entry.meeting, participant.id)
-        if self.metrics is not None:
-            self.metrics.call_ended(participant.protocol, by, gone.final_counters if gone else None)
+        leave_roster(self.roster, self.metrics, participant, by)
 
     def end_participant(self, meeting: str, participant_id: str, reason: str) -> bool:
         """Hang up the legacy call of roster participant ``participant_id`` (BYE with ``Reason:``)."""

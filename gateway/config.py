@@ -337,7 +337,7 @@ class ControlConfig(_Section):
     @field_validator("tls_cert", "tls_key", mode="before")
     @classmethod
     def _paths(cls, value: Any, info: ValidationInfo) -> Any:
-        return _config_path(value, info, f"TLS {info.field_name.removeprefix('tls_')} file")
+        return _config_path(value, info, f"TLS {(info.field_name or '').removeprefix('tls_')} file")
 
     @field_validator("tokens")
     @classmethod

@@ -33,6 +33,7 @@ from bridge.ports import NoFreePort, PortAllocator, PortLease
 from bridge.session import MediaSession
 from gateway.admission import Refuse, decide
 from gateway.metrics import Metrics
+from gateway.participation import join_roster, leave_roster
 from gateway.policy import Policy
 from gateway.roster import Roster, RosterParticipant
 from h323.call import (
@@ -303,20 +304,13 @@ class H323CallController:
     # -- roster -------------------------------------------------------------------------------
 
     def _join_roster(self, entry: H323LegacyCall, session: MediaSession, codec: str) -> None:
-        webrtc = getattr(session, "webrtc", None)
-        core_ids = tuple(r.resource_id for r in (getattr(webrtc, "whip", None), getattr(webrtc, "whep", None))
-                         if r is not None)
-        entry.participant = self.roster.add(
-            entry.meeting, protocol="h323", transport="tcp", codec=codec, legacy_encryption="plain",
-            stats=session.stats, pseudonym=entry.pseudonym, core_ids=core_ids)
+        entry.participant = join_roster(
+            self.roster, entry.meeting, session, protocol="h323", transport="tcp", codec=codec,
+            legacy_encryption="plain", pseudonym=entry.pseudonym)
 
     def _leave_roster(self, entry: H323LegacyCall, by: str) -> None:
         participant, entry.participant = entry.participant, None
-        if participant is None:
-            return
-        gone = self.roster.remove(entry.meeting, participant.id)
-        if self.metrics is not None:
-            self.metrics.call_ended(participant.protocol, by, gone.final_counters if gone else None)
+        leave_roster(self.roster, self.metrics, participant, by)
 
     def _close_media(self, entry: H323LegacyCall) -> None:
         self._release_lease(entry)

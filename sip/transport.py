@@ -283,7 +283,7 @@ class SipService:
                     self._handler.call_ended(event.call, event.reason)
             except Exception:
                 log.exception("sip.handler.error", event=type(event).__name__,
-                              call_id=event.call.call_id)
+                              call_id=getattr(getattr(event, "call", None), "call_id", None))
 
     def _schedule(self) -> None:
         deadline = self.endpoint.get_timer()
