@@ -9,7 +9,7 @@ CONFIG      ?= config/gateway.yaml
 # Debian packages the tests and `make run` need: tshark judges wire formats,
 # chromium is the real browser peer, sox/espeak-ng make and measure audio, openssl makes
 # the development TLS certificate.
-APT_PACKAGES := tshark chromium sox espeak-ng openssl
+APT_PACKAGES := tshark chromium sox espeak-ng openssl baresip-core
 PYTEST_ARGS ?=
 # Only `make bench` installs these: rtpengine is the C reference of the media benchmark.
 BENCH_APT_PACKAGES := rtpengine-daemon

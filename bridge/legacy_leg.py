@@ -8,10 +8,15 @@ the same asyncio loop, so the loop's own datagram transport is the lightest path
 
 Source latching (no RTP bleed): only packets from the IP address the SDP named
 are considered; the first valid one fixes the (IP, port) and from then on
-anything else is dropped and counted. We send to the SDP-named address and port
-(RFC 3264 section 5: that is where the endpoint said it receives), not to the
-latched port, so a host that sends from a different port than it receives on
-still hears us.
+anything else is dropped and counted. Until the first packet is accepted we send to the
+SDP-named address and port (RFC 3264 section 5); once latched we send back to where the
+packets come from (symmetric RTP, RFC 4961 section 3), so a caller behind NAT -- whose SDP
+names a private address or a port its NAT does not keep -- still hears us.
+With SRTP the latch needs no SDP address match: only a packet that authenticates with the
+keys from the offer can latch (RFC 3711 section 3.3), so the first *authenticated* source
+wins wherever it comes from.  Plain RTP proves nothing, so it still latches only from the
+SDP-named IP (any port): taking any first source would let a stranger capture the stream
+(RTP bleed).
 
 With SDES keys (``srtp=``, a :class:`bridge.srtp.SdesSrtp`) every packet is SRTP (RFC 3711):
 inbound packets are authenticated and decrypted before anything else looks at them, so only
@@ -96,6 +101,13 @@ def _normalise_ip(address: str) -> str:
     return str(ipaddress.ip_address(address))
 
 
+def _same_ip(address: str, expected: str) -> bool:
+    try:
+        return _normalise_ip(address) == expected
+    except ValueError:
+        return False
+
+
 class RtpInbound:
     """Receive side of the leg, sans-IO: ``receive(data, addr)`` returns decoded PCM or None.
 
@@ -114,9 +126,13 @@ class RtpInbound:
         telephone_event_pt: int | None = None,
         on_dtmf: Callable[[str], None] | None = None,
         srtp: SdesSrtp | None = None,
+        latch_any_source: bool | None = None,
     ) -> None:
         self.expected_ip = _normalise_ip(remote_address)
         self.srtp = srtp
+        #: Whether the first accepted packet may come from any IP (default: with SRTP only,
+        #: where acceptance means it authenticated, RFC 3711 3.3).
+        self.latch_any_source = srtp is not None if latch_any_source is None else latch_any_source
         self.payload_type = payload_type
         self.telephone_event_pt = telephone_event_pt
         self.latched: Address | None = None
@@ -145,6 +161,8 @@ class RtpInbound:
     def _source_ok(self, addr: Address) -> bool:
         if self.latched is not None:
             return addr[0] == self.latched[0] and addr[1] == self.latched[1]
+        if self.latch_any_source:
+            return True
         try:
             return _normalise_ip(addr[0]) == self.expected_ip
         except ValueError:
@@ -200,6 +218,8 @@ class RtpInbound:
             pcm = None
         if self.latched is None:
             self.latched = (addr[0], addr[1])
+            log.info("bridge.rtp.latched", leg="legacy", authenticated=self.srtp is not None,
+                     sdp_ip_matches=_same_ip(addr[0], self.expected_ip))
         if self._last_seq is not None:
             self.counters.packets_lost += ((packet.sequence_number - self._last_seq) & 0xFFFF) - 1
         self._last_seq = packet.sequence_number
@@ -328,10 +348,24 @@ class LegacyAudioLeg:
         self._closed = False
         self._last_drop_log = float("-inf")
         self._dropped_at_last_log = 0
+        #: False while the peer holds the call (``sendonly``/``inactive``): nothing is sent.
+        self.sending = True
 
     @property
     def local_port(self) -> int:
         return self.lease.rtp_port
+
+    @property
+    def destination(self) -> Address:
+        """Where our RTP goes: the latched source once there is one (symmetric RTP, RFC 4961 3),
+        else the SDP-named ``remote`` (RFC 3264 5)."""
+        latched = self.inbound.latched
+        return (latched[0], latched[1]) if latched is not None else self.remote
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` ran (the socket is on the loop and the clock ticks)."""
+        return self._transport is not None
 
     async def start(self) -> None:
         """Attach the bound socket to the loop and start the outbound 20 ms clock."""
@@ -361,8 +395,11 @@ class LegacyAudioLeg:
         n = self.codec.samples_per_frame
         for _ in range(send):
             pcm = self.fifo.pop(n)
+            if not self.sending:  # on hold (RFC 3264 8.4): time passes, nothing is sent
+                self.outbound.skip(1)
+                continue
             data = self.outbound.packet(self._silence if pcm is None else pcm)
-            self._transport.sendto(data, self.remote)
+            self._transport.sendto(data, self.destination)
             self.counters.packets_out += 1
             self.counters.bytes_out += len(data)
         self._timer = self._loop.call_at(self._clock.next_deadline, self._tick)
@@ -389,6 +426,59 @@ class LegacyAudioLeg:
                     srtp_auth=c.dropped_srtp_auth, srtp_replay=c.dropped_srtp_replay)
         self._last_drop_log = now
         self._dropped_at_last_log = c.dropped
+
+    def renegotiate(
+        self,
+        *,
+        codec: AudioCodec,
+        payload_type: int,
+        remote_address: str,
+        remote_port: int,
+        telephone_event_pt: int | None,
+        srtp: SdesSrtp | None,
+        sending: bool,
+    ) -> None:
+        """Apply a new offer/answer from a re-INVITE or UPDATE (RFC 3264 8).
+
+        * ``sending=False`` (the peer's ``sendonly``/``inactive``, or ``c=0.0.0.0``): hold,
+          the 20 ms clock keeps running and the RTP timestamp moves on, nothing is sent
+          (RFC 3264 8.4); ``True`` resumes.
+        * A new address or port re-targets the leg and drops the latch, so the first
+          packet from the new place latches again (RFC 3264 8.3.1).
+        * New SDES keys (RFC 4568 7.1.4) replace both SRTP contexts and drop the latch
+          (only a packet under the new keys may latch).
+        * A codec change must keep the sample rate (the bridge's resampling is fixed per call).
+        """
+        if codec.sample_rate != self.codec.sample_rate:
+            raise ValueError(f"codec change {self.codec.name} -> {codec.name} changes the sample rate")
+        moved = (remote_address, remote_port) != self.remote
+        rekeyed = srtp is not None and srtp is not self.srtp or (srtp is None) != (self.srtp is None)
+        if codec.name != self.codec.name or payload_type != self.outbound.payload_type:
+            self.codec = codec
+            self.inbound._decoder = codec.decoder()
+            self.outbound._encoder = codec.encoder()
+            self.outbound._first = True  # marker bit on the first packet of the new stream
+        self.inbound.payload_type = payload_type
+        self.outbound.payload_type = payload_type
+        self.inbound.telephone_event_pt = telephone_event_pt
+        if moved:
+            self.remote = (remote_address, remote_port)
+            self.inbound.expected_ip = _normalise_ip(remote_address)
+        if rekeyed:
+            self.srtp = srtp
+            self.inbound.srtp = srtp
+            self.outbound.srtp = srtp
+            self.inbound.latch_any_source = srtp is not None
+        if moved or rekeyed:
+            self.inbound.latched = None
+            self.inbound._ssrc = None
+            self.inbound._last_seq = None
+        if sending != self.sending:
+            log.info("bridge.leg.hold" if not sending else "bridge.leg.resume", leg="legacy",
+                     local_port=self.local_port)
+        self.sending = sending
+        log.info("bridge.leg.renegotiated", leg="legacy", codec=codec.name, moved=moved,
+                 rekeyed=rekeyed, sending=sending, local_port=self.local_port)
 
     @property
     def encryption(self) -> str:

@@ -36,6 +36,39 @@ from bridge.whip_client import WhipClient
 log = structlog.get_logger("bridge.session")
 
 
+def allocate_legacy_leg(
+    *,
+    media_address: str,
+    port_allocator: PortAllocator,
+    encoding: str,
+    payload_type: int,
+    remote_address: str,
+    remote_port: int,
+    telephone_event_pt: int | None = None,
+    srtp_suite: str | None = None,
+    srtp_remote_key: bytes | None = None,
+    srtp_local_key: bytes | None = None,
+) -> LegacyAudioLeg:
+    """Bind a legacy port pair and build its leg (no WebRTC side yet); see :meth:`MediaSession.allocate`."""
+    codec = codec_by_name(encoding)
+    srtp = None
+    if srtp_suite is not None:
+        if srtp_remote_key is None or srtp_local_key is None:
+            raise ValueError("srtp_suite needs both srtp_remote_key and srtp_local_key")
+        srtp = SdesSrtp(srtp_suite, remote_key=srtp_remote_key, local_key=srtp_local_key)
+    if media_address != port_allocator.address:
+        raise ValueError(f"media address {media_address} differs from the port allocator's "
+                         f"{port_allocator.address}")
+    lease = port_allocator.allocate()
+    try:
+        return LegacyAudioLeg(lease=lease, codec=codec, payload_type=payload_type,
+                              remote_address=remote_address, remote_port=remote_port,
+                              telephone_event_pt=telephone_event_pt, srtp=srtp)
+    except BaseException:
+        lease.release()
+        raise
+
+
 class MediaSession:
     """A call's two legs, wired to each other. Build with :meth:`allocate` or :meth:`open`."""
 
@@ -85,25 +118,25 @@ class MediaSession:
         (the peer's and ours, key||salt as in the SDES ``a=crypto``, RFC 4568) makes
         the legacy leg SDES-SRTP; raises :class:`bridge.srtp.SrtpError` for bad keys.
         """
-        codec = codec_by_name(encoding)
-        srtp = None
-        if srtp_suite is not None:
-            if srtp_remote_key is None or srtp_local_key is None:
-                raise ValueError("srtp_suite needs both srtp_remote_key and srtp_local_key")
-            srtp = SdesSrtp(srtp_suite, remote_key=srtp_remote_key, local_key=srtp_local_key)
-        if media_address != port_allocator.address:
-            raise ValueError(f"media address {media_address} differs from the port allocator's "
-                             f"{port_allocator.address}")
-        lease = port_allocator.allocate()
+        legacy = allocate_legacy_leg(
+            media_address=media_address, port_allocator=port_allocator, encoding=encoding,
+            payload_type=payload_type, remote_address=remote_address, remote_port=remote_port,
+            telephone_event_pt=telephone_event_pt, srtp_suite=srtp_suite,
+            srtp_remote_key=srtp_remote_key, srtp_local_key=srtp_local_key)
         try:
-            legacy = LegacyAudioLeg(lease=lease, codec=codec, payload_type=payload_type,
-                                    remote_address=remote_address, remote_port=remote_port,
-                                    telephone_event_pt=telephone_event_pt, srtp=srtp)
-            webrtc = WebRtcLeg(reactor=reactor, core_url=core_url, meeting=meeting,
-                               legacy_rate=codec.sample_rate, http=http, display_name=display_name)
+            return cls.around_legacy(legacy, reactor=reactor, meeting=meeting, core_url=core_url,
+                                     display_name=display_name, http=http)
         except BaseException:
-            lease.release()
+            legacy.close()
             raise
+
+    @classmethod
+    def around_legacy(cls, legacy: LegacyAudioLeg, *, reactor: Any, meeting: str, core_url: str,
+                      display_name: str = "", http: WhipClient | None = None) -> MediaSession:
+        """A session for a legacy leg that already exists (and may already run, e.g. an IVR
+        answered the call on it first): the same RTP port and keys carry on into the meeting."""
+        webrtc = WebRtcLeg(reactor=reactor, core_url=core_url, meeting=meeting,
+                           legacy_rate=legacy.codec.sample_rate, http=http, display_name=display_name)
         return cls(meeting=meeting, legacy=legacy, webrtc=webrtc, display_name=display_name)
 
     @classmethod
@@ -137,7 +170,8 @@ class MediaSession:
         await self.webrtc.join()
         if self._closed:  # closed while joining (caller hung up)
             return
-        await self.legacy.start()
+        if not self.legacy.started:  # an IVR may have started it already
+            await self.legacy.start()
 
     def _webrtc_ended(self, reason: str) -> None:
         if not self._closed and self.on_ended is not None:

@@ -66,6 +66,9 @@ class SdesSrtp:
             if len(key) != length:
                 raise SrtpError(f"{suite} needs a {length}-byte {name} key||salt, got {len(key)}")
         self.suite = suite
+        #: The keys as negotiated, so a re-offer can tell whether they changed (RFC 4568 7.1.4).
+        self.remote_key = remote_key
+        self.local_key = local_key
         self._rx = Session(Policy(key=remote_key, ssrc_type=Policy.SSRC_ANY_INBOUND,
                                   srtp_profile=profile))
         self._tx = Session(Policy(key=local_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND,

@@ -98,6 +98,9 @@ class WebRtcLeg:
                  display_name: str = "") -> None:
         #: Sent to the core as ``?name=`` (its roster shows it); never logged here.
         self.display_name = display_name
+        #: Extra WHIP query parameters describing this publisher (``leg=sip&enc=plain``), so the
+        #: core's page can show how the caller's media reached the gateway.  Set before ``join()``.
+        self.publish_params: dict[str, str] = {}
         self.core_url = core_url.rstrip("/")
         self.meeting = meeting
         self.legacy_rate = legacy_rate
@@ -153,7 +156,8 @@ class WebRtcLeg:
             pub.addTransceiver(self.track, direction="sendonly")
             await pub.setLocalDescription(await pub.createOffer())  # gathers: complete offer
             named = {"name": self.display_name} if self.display_name else {}
-            self.whip = await self._created(f"{self.core_url}/whip/{meeting}?{urlencode(named)}".rstrip("?"),
+            whip_query = urlencode({**named, **self.publish_params})
+            self.whip = await self._created(f"{self.core_url}/whip/{meeting}?{whip_query}".rstrip("?"),
                                             pub.localDescription.sdp)
             await pub.setRemoteDescription(RTCSessionDescription(sdp=self.whip.answer, type="answer"))
 

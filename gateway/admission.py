@@ -12,7 +12,14 @@ Rules are checked in this order, the first that refuses wins:
 2. the meeting must be configured, or ``unknown_meetings: defaults`` (else 404);
 3. the call's protocol must be in the meeting's ``protocols`` (else 403);
 4. with ``signaling: tls-required`` the call must have come over TLS (else 403);
-5. the offered media security must satisfy ``legacy_media`` (else 488).
+5. the caller's source address must be in ``allowed_networks`` when set (else 403);
+6. a source locked out by ``pin_attempts`` is refused (403); a wrong ``pin`` is refused (403);
+   a missing one admits with ``pin_required`` (the IVR asks for it);
+7. ``max_participants``: a full meeting refuses (486 Busy Here);
+8. the offered media security must satisfy ``legacy_media`` (else 488).
+
+``lobby`` and ``pin_required`` do not refuse: the :class:`Admit` says the caller must wait
+(or enter a PIN) before joining, and the call controller does that.
 
 The legacy leg carries plain RTP and SDES-SRTP (RFC 4568); DTLS-SRTP toward room
 systems is not implemented yet.  ``require-srtp`` admits an SDES offer and refuses
@@ -25,6 +32,7 @@ call is plain RTP.
 
 from __future__ import annotations
 
+import hmac
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -60,13 +68,29 @@ class Admit:
     transport: str
     media_security: MediaSecurity
     notes: tuple[str, ...] = ()
+    #: The meeting has a PIN and none was dialled: ask for it (IVR) before joining.
+    pin_required: bool = False
+    #: ``lobby: true``: the caller waits until admitted through the control API.
+    lobby: bool = False
 
     def explain(self) -> str:
         p = self.policy
         how = "configured meeting" if p.configured else "unknown meeting, unknown_meetings=defaults"
+        if p.profile is not None:
+            how += f", profile {p.profile}"
         text = (f"admit: meeting '{_shown(self.meeting)}' ({how}); {self.protocol} over "
                 f"{self.transport} allowed by {p.rule('protocols')}; {self.media_security} media "
                 f"accepted by {self.rule}")
+        if p.allowed_networks is not None:
+            text += f"; source allowed by {p.rule('allowed_networks')}"
+        if self.pin_required:
+            text += f"; PIN to be entered first ({p.rule('pin')}, {p.rule('pin_attempts')})"
+        elif p.pin is not None:
+            text += f"; PIN accepted ({p.rule('pin')})"
+        if self.lobby:
+            text += f"; waits in the lobby until admitted ({p.rule('lobby')})"
+        if p.max_participants is not None:
+            text += f"; limit {p.rule('max_participants')}"
         if self.notes:
             text += "; " + "; ".join(self.notes)
         return text
@@ -97,8 +121,15 @@ Decision = Admit | Refuse
 
 
 def decide(policy: Policy, *, meeting: str, protocol: CallProtocol, transport: str,
-           media_security: MediaSecurity) -> Admit | Refuse:
-    """Decide whether a call to ``meeting`` may join (see the module docstring for the order)."""
+           media_security: MediaSecurity, source: str | None = None, pin: str | None = None,
+           locked_out: bool = False, participants: int | None = None) -> Admit | Refuse:
+    """Decide whether a call to ``meeting`` may join (see the module docstring for the order).
+
+    ``source`` is the caller's IP address (None: not checked, e.g. ``policy explain`` without
+    ``--source``); ``pin`` what the caller dialled or entered; ``locked_out`` whether its source
+    used up ``pin_attempts`` (:class:`gateway.pinlock.PinAttempts`); ``participants`` how many are
+    in the meeting already (None: not checked).  The PIN is compared, never put in any text.
+    """
     shown = _shown(meeting)
     transport = transport.lower()
 
@@ -124,6 +155,27 @@ def decide(policy: Policy, *, meeting: str, protocol: CallProtocol, transport: s
         return refuse(403, "Forbidden", rule,
                       f"meeting '{shown}' accepts {protocol} calls over TLS only, this one came "
                       f"over {transport.upper()} (rule {rule})", mp)
+    if source is not None and not mp.allows_source(source):
+        rule = mp.rule("allowed_networks")
+        return refuse(403, "Forbidden", rule,
+                      f"meeting '{shown}' does not accept calls from this network (rule {rule})", mp)
+    pin_required = False
+    if mp.pin is not None:
+        if locked_out:
+            rule = mp.rule("pin_attempts")
+            return refuse(403, "Forbidden", rule,
+                          f"meeting '{shown}': too many wrong PINs from this caller, try again "
+                          f"later (rule {rule})", mp)
+        if pin is None:
+            pin_required = True
+        elif not hmac.compare_digest(pin.encode(), mp.pin.encode()):
+            rule = mp.rule("pin")
+            return refuse(403, "Forbidden", rule, f"meeting '{shown}': wrong PIN (rule {rule})", mp)
+    if mp.max_participants is not None and participants is not None \
+            and participants >= mp.max_participants:
+        rule = mp.rule("max_participants")
+        return refuse(486, "Busy Here", rule, f"meeting '{shown}' is full (rule {rule})", mp)
+    extra = {"pin_required": pin_required, "lobby": mp.lobby}
 
     rule = mp.rule("legacy_media")
     if mp.legacy_media == "require-srtp":
@@ -137,7 +189,7 @@ def decide(policy: Policy, *, meeting: str, protocol: CallProtocol, transport: s
                    "takes SDES-SRTP (a=crypto) from SIP/H.323 endpoints, not DTLS-SRTP yet")
         else:
             return Admit(meeting=meeting, policy=mp, rule=rule, protocol=protocol,
-                         transport=transport, media_security=media_security)
+                         transport=transport, media_security=media_security, **extra)
         return refuse(488, "Not Acceptable Here", rule, f"meeting '{shown}' {why} (rule {rule})", mp)
 
     notes: list[str] = []
@@ -147,4 +199,4 @@ def decide(policy: Policy, *, meeting: str, protocol: CallProtocol, transport: s
     elif media_security == "plain" and mp.legacy_media == "prefer-srtp":
         notes.append("prefer-srtp: the offer is plain RTP, admitted unencrypted")
     return Admit(meeting=meeting, policy=mp, rule=rule, protocol=protocol, transport=transport,
-                 media_security=media_security, notes=tuple(notes))
+                 media_security=media_security, notes=tuple(notes), **extra)

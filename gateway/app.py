@@ -36,11 +36,13 @@ class Gateway:
         self.sip_ports: dict[str, int] = {}
         self.h323_calls: Any = None
         self.h323_port: int | None = None
+        self.h323_ras: Any = None
         self.roster: Any = None
         self.metrics: Any = None
         self.control_port: int | None = None
         self.metrics_port: int | None = None
         self._sip_up = False
+        self.policy_reloader: Any = None
 
     async def start(self) -> None:
         from twisted.web.server import Site
@@ -77,8 +79,11 @@ class Gateway:
             reactor=self.reactor,
             policy=policy,
             core_url=core_url.rstrip("/"),
-            media_address=cfg.media.address,
+            media_address=cfg.media.advertised_address,  # SDP c=; the ports bind media.address
             ports=PortAllocator(cfg.media.ports.low, cfg.media.ports.high, address=cfg.media.address),
+            # max_participants counts the embedded core's publishers (browsers and legacy legs).
+            participant_count=None if cfg.core.url else (
+                lambda m: sum(1 for p in self.core.roster(m) if p.kind == "whip")),
         )
         self.sip = SipService(self.reactor, self.calls)
         if cfg.sip.udp is not None:
@@ -102,6 +107,7 @@ class Gateway:
         self._sip_up = True
         if cfg.h323 is not None:
             self._start_h323(policy, core_url)
+        self._start_policy_reload(policy)
         self._start_api()
 
         sip_listener = cfg.sip.udp or cfg.sip.tcp or cfg.sip.tls  # config validation: at least one
@@ -127,6 +133,24 @@ class Gateway:
             print(f"  H.323 endpoint:           dial 1000 at {_url_host(cfg.h323.listen.host)}:{self.h323_port} "
                   f"(or 1000@{_url_host(cfg.h323.listen.host)})", flush=True)
 
+    def _start_policy_reload(self, policy: Any) -> None:
+        """Watch the policy file (1 s stat poll); SIGHUP and the API reload through the same path."""
+        from pathlib import Path
+
+        from gateway.policy_reload import PolicyReloader
+
+        targets = [c for c in (self.calls, self.h323_calls) if c is not None]
+        self.policy_reloader = PolicyReloader(Path(self.config.policy), targets, policy, self.metrics)
+        self.policy_reloader.start_watching(self.reactor)
+
+    def reload_policy(self, trigger: str) -> Any:
+        """Reload the policy file now (SIGHUP, API); a :class:`~gateway.policy_reload.ReloadResult`,
+        or None before the gateway has started."""
+        if self.policy_reloader is None:
+            log.warning("policy.reload.ignored", trigger=trigger, detail="the gateway is not started yet")
+            return None
+        return self.policy_reloader.reload(trigger)
+
     def _start_api(self) -> None:
         """The control API (HTTPS) and /metrics listeners, each only when its section is configured."""
         cfg = self.config
@@ -149,7 +173,8 @@ class Gateway:
                 from gateway.h323_calls import LegacyControllers
 
                 controller = LegacyControllers(self.calls, self.h323_calls)
-            service = ControlService(controller, self.core if cfg.core.url is None else None, self._readiness)
+            service = ControlService(controller, self.core if cfg.core.url is None else None, self._readiness,
+                                     reload_policy=self.reload_policy)
             port = listen_control_api(self.reactor, c.listen.host, c.listen.port, c.tls_cert, c.tls_key,
                                       ControlApiResource(service, verifier, self.metrics))
             self._listening.append(port)
@@ -176,12 +201,21 @@ class Gateway:
         self.h323_calls = H323CallController(
             reactor=self.reactor, policy=policy, core_url=core_url.rstrip("/"),
             media_address=self.config.media.address, ports=self.calls._ports,
-            roster=self.roster, metrics=self.metrics)
+            roster=self.roster, metrics=self.metrics, pins=self.calls.pins)
         service = H323Service(self.reactor, self.h323_calls)
         port = service.listen(listen.host, listen.port)
         self._listening.append(port)
         self.h323_port = port.getHost().port
         log.info("h323.ready", port=self.h323_port, dial=f"{_url_host(listen.host)}:{self.h323_port}")
+        if self.config.h323.ras is not None:  # RAS: register to a gatekeeper, or be one (own)
+            from gateway.h323_ras import RasRegistration, start_ras
+            from h323.h225 import TransportAddress
+
+            host = listen.host if listen.host not in ("0.0.0.0", "::") else self.config.media.address
+            self.h323_ras = start_ras(self.reactor, self.config.h323, policy, self.h323_calls,
+                                      signal_address=TransportAddress(host, self.h323_port))
+            if isinstance(self.h323_ras, RasRegistration):
+                self.h323_calls.ras = self.h323_ras
 
     def _readiness(self) -> dict[str, bool]:
         """Readiness checks by name: SIP listeners bound, embedded core accepting joins."""
@@ -191,10 +225,14 @@ class Gateway:
     async def stop(self) -> None:
         log.info("gateway.stopping")
         self._sip_up = False  # readiness says "not ready" while calls are being ended
+        if self.policy_reloader is not None:
+            self.policy_reloader.stop_watching()
         if self.calls is not None:
             await self.calls.hangup_all()
         if self.h323_calls is not None:
             await self.h323_calls.hangup_all()
+        if self.h323_ras is not None:  # DRQs went with the calls; now URQ (H.225.0 7.7.6)
+            await self.h323_ras.stop()
         for port in self._listening:
             await _maybe_await(port.stopListening())
         if self.sip is not None:
@@ -217,7 +255,7 @@ async def _maybe_await(result: Any) -> None:
 
 def run(config: GatewayConfig) -> int:
     """Run the gateway until SIGINT/SIGTERM; returns the process exit code."""
-    configure_logging(config.log.format, config.log.level)
+    configure_logging(config.log.format, config.log.level, pii=config.log.pii)
     reactor = install_reactor()
     from twisted.internet.defer import Deferred
 
@@ -241,5 +279,8 @@ def run(config: GatewayConfig) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     # SIGTERM (systemd, tests) stops as cleanly as Ctrl-C does.
     reactor.callWhenRunning(lambda: signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop)))
+    # SIGHUP reloads the policy (validated first; a bad file leaves the old one in force).
+    reactor.callWhenRunning(lambda: signal.signal(
+        signal.SIGHUP, lambda *_: reactor.callFromThread(gateway.reload_policy, "sighup")))
     reactor.run()
     return exit_code

@@ -10,21 +10,35 @@ Either side may end the call; whichever does, the other is torn down too.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
+from bridge.codecs import codec_by_name
+from bridge.legacy_leg import LegacyAudioLeg
 from bridge.ports import NoFreePort, PortAllocator
-from bridge.session import MediaSession
-from gateway.admission import Refuse, decide
+from bridge.session import MediaSession, allocate_legacy_leg
+from bridge.srtp import SdesSrtp
+from gateway.admission import Admit, Refuse, decide
+from gateway.dialstring import DEFAULT_IVR_USERS, DialString, parse_dial_string
+from gateway.ivr import IvrHangup, LegIO, run_ivr
 from gateway.metrics import Metrics
 from gateway.participation import join_roster, leave_roster
-from gateway.policy import Policy
-from gateway.roster import LegacyEncryption, Roster, RosterParticipant, Transport
+from gateway.pinlock import PinAttempts
+from gateway.policy import MeetingPolicy, Policy
+from gateway.roster import (
+    LegacyEncryption,
+    Roster,
+    RosterParticipant,
+    Transport,
+    new_participant_id,
+)
 from sip.calls import EndReason, InboundCall
 from sip.offer_answer import OfferRejected, build_answer, choose_audio, media_security
+from sip.sdp import SdpParseError, SessionDescription
 
 log = structlog.get_logger("gateway.calls")
 
@@ -53,6 +67,32 @@ class LegacyCall:
     #: On the roster from the 200 OK until the call ends (what the control API shows).
     participant: RosterParticipant | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: What the caller dialled (meeting, PIN); the PIN is never logged.
+    dialled: DialString = field(default_factory=lambda: DialString(""))
+    #: The RTP leg while the IVR talks to the caller (before a MediaSession takes it over).
+    legacy: LegacyAudioLeg | None = None
+    ivr_task: asyncio.Task[Any] | None = None
+    #: Where DTMF digits go (the IVR's collector), from RFC 4733 or SIP INFO.
+    on_digit: Any = None
+    #: ``lobby: true``: the id the control API admits it by while it waits (None otherwise).
+    lobby_id: str | None = None
+    admitted: asyncio.Event | None = None
+    #: DTMF digits received so far (RFC 4733 and SIP INFO): logged as a count, never as digits.
+    dtmf_count: int = 0
+
+
+def audio_preference(mp: MeetingPolicy) -> tuple[str, ...]:
+    """The codecs the legacy leg may use for ``mp``, in the meeting's ``audio_codecs`` order."""
+    return tuple(c for c in mp.audio_codecs if c in LEGACY_AUDIO_PREFERENCE)
+
+
+def shown_name(display: str | None) -> str | None:
+    """A SIP display name fit for the roster and core (``anonymous_names: false``): printable,
+    bounded; None when there is nothing usable."""
+    if not display:
+        return None
+    text = "".join(ch for ch in display if ch.isprintable()).strip()[:64]
+    return text or None
 
 
 class CallController:
@@ -72,8 +112,17 @@ class CallController:
         ports: PortAllocator,
         roster: Roster | None = None,
         metrics: Metrics | None = None,
+        pins: PinAttempts | None = None,
+        participant_count: Any = None,
+        ivr_users: tuple[str, ...] = DEFAULT_IVR_USERS,
     ) -> None:
         self._reactor = reactor
+        #: Wrong-PIN counts per (meeting, source), shared with the H.323 controller.
+        self.pins = pins if pins is not None else PinAttempts()
+        #: ``meeting -> participants in the core`` (WHIP publishers), for ``max_participants``;
+        #: None: the legacy roster alone is counted.
+        self._participant_count = participant_count
+        self._ivr_users = ivr_users
         self.roster = roster if roster is not None else Roster()
         self.metrics = metrics
         self.policy = policy
@@ -81,12 +130,19 @@ class CallController:
         self._media_address = media_address
         self._ports = ports
         self._calls: dict[str, LegacyCall] = {}
+        #: The one DTMF stream (RFC 4733 from the leg and SIP INFO), for a future IVR or
+        #: tests: ``on_dtmf(call, digit, source)``, source ``rfc4733`` or ``sip-info``.
+        self.on_dtmf: Any = None
+        #: Keyframe requests from the caller (SIP INFO picture_fast_update): ``(call)``.
+        self.on_keyframe_request: Any = None
 
     # -- CallHandler -------------------------------------------------------------------
 
     def incoming_call(self, call: InboundCall) -> None:
-        meeting = call.request_uri.user or ""
-        entry = LegacyCall(call=call, meeting=meeting, label=call_label(call.call_id))
+        dialled = parse_dial_string(call.request_uri.user or "", is_meeting=self.policy.meetings.__contains__,
+                                    ivr_users=self._ivr_users)
+        entry = LegacyCall(call=call, meeting=dialled.meeting, label=call_label(call.call_id),
+                           dialled=dialled)
         self._calls[call.call_id] = entry
         task = asyncio.ensure_future(self._admit_and_bridge(entry))
         entry.tasks.add(task)
@@ -126,21 +182,27 @@ class CallController:
             self._forget(entry, refused="offer-required")
             return
         security = media_security(offer)
-        decision = decide(self.policy, meeting=entry.meeting, protocol="sip",
-                          transport=call.transport, media_security=security)
+        if entry.dialled.to_ivr:
+            await self._ivr_call(entry, security, None)
+            return
+        decision = self.check(entry, entry.meeting, entry.dialled.pin, security)
         if isinstance(decision, Refuse):
             bound.info("call.refused", status=decision.sip_status, rule=decision.rule,
                        media_security=security)
             call.reject(decision.sip_status, decision.reason, warning=decision.warning)
             self._forget(entry, refused=decision.rule)
             return
+        if decision.pin_required or decision.lobby:  # answer first: IVR for the PIN, lobby wait
+            await self._ivr_call(entry, security, decision)
+            return
         # SRTP is used whenever the offer has usable SDES keys, whatever legacy_media says
         # (never a downgrade); require-srtp also refuses an offer without them (RFC 4568).
         require_srtp = decision.policy.legacy_media == "require-srtp"
         try:
-            choice = choose_audio(offer, preferred=LEGACY_AUDIO_PREFERENCE, require_srtp=require_srtp)
+            choice = choose_audio(offer, preferred=audio_preference(decision.policy),
+                                  require_srtp=require_srtp)
         except OfferRejected as exc:
-            rule = decision.rule if require_srtp else "audio-codec"
+            rule = decision.rule if require_srtp else decision.policy.rule("audio_codecs")
             warning = (f"meeting '{entry.meeting}' requires encrypted media and the offer has no "
                        f"usable SDES-SRTP: {exc.reason} (rule {rule})") if require_srtp else exc.reason
             bound.info("call.refused", status=exc.status, rule=rule, detail=exc.reason)
@@ -156,8 +218,7 @@ class CallController:
                           detail="prefer-srtp: no usable SRTP offered, the call's media is plain RTP")
         if self.metrics is not None:
             self.metrics.call_admitted("sip", call.transport)
-        # The core (and so every browser) sees a pseudonym, never the SIP display name.
-        entry.pseudonym = self.roster.new_pseudonym(entry.meeting)
+        self._name(entry, decision.policy)
         call.ring()
         try:
             session = MediaSession.allocate(
@@ -183,6 +244,9 @@ class CallController:
             return
         entry.session = session
         session.on_ended = lambda why: self._media_ended(entry, why)
+        # The meeting page shows whether this caller's media was encrypted before the gateway.
+        session.webrtc.publish_params = {"leg": "sip", "enc": legacy_encryption,
+                                         "recording": decision.policy.recording}
         try:
             await session.start()
         except Exception as exc:  # noqa: BLE001 - any failure to join must give the caller a clean 503
@@ -196,10 +260,265 @@ class CallController:
             self._close_media(entry)
             return
         answer = build_answer(offer, choice, self._media_address, session.local_port)
+        session.on_dtmf = lambda digit: self._digit(entry, digit, "rfc4733")
+        call.on_offer = lambda _call, new_offer: self._reoffer(entry, new_offer)
         call.accept(str(answer))
         self._join_roster(entry, session, choice.encoding)
         bound.info("call.answered", local_port=session.local_port,
                    participant=entry.participant.id if entry.participant else None)
+
+    # -- policy checks, PINs and the IVR -----------------------------------------------------
+
+    def participants_in(self, meeting: str, *, besides: LegacyCall | None = None) -> int:
+        """Who is in ``meeting`` now, for ``max_participants``: the core's publishers (browsers
+        and answered legacy calls) or the legacy roster, plus legacy calls still joining."""
+        joined = len(self.roster.participants(meeting))
+        if self._participant_count is not None:
+            joined = max(joined, int(self._participant_count(meeting)))
+        joining = sum(1 for e in self._calls.values()
+                      if e is not besides and e.meeting == meeting and not e.ended and e.participant is None)
+        return joined + joining
+
+    def check(self, entry: LegacyCall, meeting: str, pin: str | None, security: str) -> Admit | Refuse:
+        """The policy decision for ``entry`` joining ``meeting`` with ``pin``; counts a wrong PIN
+        against the caller's source (lockout after the meeting's ``pin_attempts``)."""
+        source = entry.call.source[0]
+        mp = self.policy.for_meeting(meeting)
+        locked = mp is not None and mp.pin is not None and self.pins.locked(meeting, source, mp.pin_attempts)
+        decision = decide(self.policy, meeting=meeting, protocol="sip", transport=entry.call.transport,
+                          media_security=security, source=source, pin=pin,  # type: ignore[arg-type]
+                          locked_out=locked, participants=self.participants_in(meeting, besides=entry))
+        if isinstance(decision, Refuse) and decision.policy is not None \
+                and decision.rule == decision.policy.rule("pin"):
+            wrong = self.pins.wrong(meeting, source)
+            log.info("call.pin_wrong", call=entry.label, meeting=meeting, wrong=wrong,
+                     limit=decision.policy.pin_attempts)
+        elif isinstance(decision, Admit) and pin is not None and decision.policy.pin is not None:
+            self.pins.succeeded(meeting, source)
+        return decision
+
+    def _name(self, entry: LegacyCall, mp: MeetingPolicy) -> None:
+        """The name the core and roster show: a pseudonym, or (``anonymous_names: false``) the
+        caller's SIP display name when it has one.  Never logged either way."""
+        name = None if mp.anonymous_names else shown_name(entry.call.from_display)
+        entry.pseudonym = name or self.roster.new_pseudonym(entry.meeting)
+
+    def dtmf(self, call: InboundCall, digit: str, source: str = "sip-info") -> None:
+        """A DTMF digit from the SIP dialog (INFO, RFC 6086); RFC 4733 digits arrive through
+        the leg (:meth:`_digit`), and both meet in one stream."""
+        entry = self._calls.get(call.call_id)
+        if entry is not None:
+            self._digit(entry, digit, source)
+
+    def _digit(self, entry: LegacyCall, digit: str, source: str) -> None:
+        """One DTMF digit from either source: to the IVR collector, then to ``on_dtmf``.
+
+        ``call.dtmf`` logs the source and the call's running count, never the digit (it may
+        be a PIN). ``call.dtmf.digit`` (debug level) carries it as a PII field: hashed like an
+        address unless ``log.pii: show``, which is for debugging only.
+        """
+        if entry.ended:
+            return
+        entry.dtmf_count += 1
+        log.info("call.dtmf", call=entry.label, meeting=entry.meeting, by=source,
+                 count=entry.dtmf_count)
+        log.debug("call.dtmf.digit", call=entry.label, by=source, digit=digit)
+        if entry.on_digit is not None:
+            entry.on_digit(digit)
+        if self.on_dtmf is not None:
+            self.on_dtmf(entry.call, digit, source)
+
+    def keyframe_requested(self, call: InboundCall) -> None:
+        """SIP INFO ``picture_fast_update`` (RFC 5168): surfaced for the video bridge."""
+        entry = self._calls.get(call.call_id)
+        if entry is None:
+            return
+        log.info("call.keyframe_requested", call=entry.label, meeting=entry.meeting)
+        if self.on_keyframe_request is not None:
+            self.on_keyframe_request(call)
+
+    def _reoffer(self, entry: LegacyCall, offer: SessionDescription) -> str | None:
+        """A re-INVITE/UPDATE offer (RFC 3264 8): the answer, with the legacy leg re-targeted,
+        re-keyed, held or resumed; None refuses it (488) and the session stays as it was.
+
+        An offer with the same ``o=`` version as the last one changes nothing (RFC 3264 8:
+        a session refresh) and gets the previous answer.  The current codec is preferred, SRTP
+        is never dropped mid-call, and unchanged SDES keys keep the SRTP contexts.
+        """
+        call = entry.call
+        leg = entry.session.legacy if entry.session is not None else entry.legacy
+        bound = log.bind(call=entry.label, meeting=entry.meeting)
+        if leg is None or entry.ended or call.answer_sdp is None:
+            return None
+        previous = call.offer
+        if (previous is not None and offer.origin.session_id == previous.origin.session_id
+                and offer.origin.session_version == previous.origin.session_version):
+            return call.answer_sdp
+        preferred = (leg.codec.name,) + tuple(c for c in LEGACY_AUDIO_PREFERENCE if c != leg.codec.name)
+        try:
+            choice = choose_audio(offer, preferred=preferred, require_srtp=leg.srtp is not None)
+            old = SessionDescription.parse(call.answer_sdp.encode())
+        except (OfferRejected, SdpParseError) as exc:
+            bound.info("call.reoffer_refused", detail=str(exc))
+            return None
+        srtp = leg.srtp
+        crypto = choice.crypto
+        if crypto is not None and srtp is not None and srtp.suite == crypto.suite \
+                and srtp.remote_key == crypto.remote.key:
+            # Same peer key: keep our key and the SRTP contexts (nothing changes on the wire).
+            choice = dataclasses.replace(choice, crypto=dataclasses.replace(
+                crypto, local=dataclasses.replace(crypto.local, key=srtp.local_key)))
+        elif crypto is not None:  # new keys (RFC 4568 7.1.4): new contexts both ways
+            srtp = SdesSrtp(crypto.suite, remote_key=crypto.remote.key, local_key=crypto.local.key)
+        m = offer.media[choice.media_index] if choice.media_index is not None else None
+        direction = m.direction if m is not None else "sendrecv"
+        sending = direction in ("sendrecv", "recvonly") and choice.remote_address not in ("0.0.0.0", "::")
+        try:
+            leg.renegotiate(codec=codec_by_name(choice.encoding), payload_type=choice.payload_type,
+                            remote_address=choice.remote_address, remote_port=choice.remote_port,
+                            telephone_event_pt=choice.telephone_event_pt, srtp=srtp, sending=sending)
+        except ValueError as exc:
+            bound.info("call.reoffer_refused", detail=str(exc))
+            return None
+        answer = build_answer(offer, choice, self._media_address, leg.local_port,
+                              session_id=int(old.origin.session_id),
+                              session_version=int(old.origin.session_version) + 1)
+        bound.info("call.reoffer_answered", codec=choice.encoding, direction=direction,
+                   sending=sending, legacy_encryption=leg.encryption)
+        return str(answer)
+
+    async def _ivr_call(self, entry: LegacyCall, security: str, first: Admit | None) -> None:
+        """Answer, ask for the meeting and/or PIN by voice and DTMF, then join on the same RTP
+        leg (a MediaSession takes it over), or hang up with a ``Reason:`` naming the rule."""
+        call, offer = entry.call, entry.call.offer
+        assert offer is not None
+        bound = log.bind(call=entry.label, transport=call.transport)
+        preferred = LEGACY_AUDIO_PREFERENCE if first is None else audio_preference(first.policy)
+        require_srtp = first is not None and first.policy.legacy_media == "require-srtp"
+        try:
+            choice = choose_audio(offer, preferred=preferred, require_srtp=require_srtp)
+        except OfferRejected as exc:
+            bound.info("call.refused", status=exc.status, rule="audio-codec", detail=exc.reason)
+            call.reject(exc.status, "Not Acceptable Here", warning=exc.reason)
+            self._forget(entry, refused="audio-codec")
+            return
+        try:
+            legacy = allocate_legacy_leg(
+                media_address=self._media_address, port_allocator=self._ports,
+                encoding=choice.encoding, payload_type=choice.payload_type,
+                remote_address=choice.remote_address, remote_port=choice.remote_port,
+                telephone_event_pt=choice.telephone_event_pt, srtp_suite=choice.srtp_suite,
+                srtp_remote_key=choice.srtp_remote_key, srtp_local_key=choice.srtp_local_key)
+        except (NoFreePort, OSError, ValueError, KeyError) as exc:
+            bound.error("call.media_failed", stage="allocate", error=str(exc))
+            call.reject(503, "Service Unavailable", warning="no media port available")
+            self._forget(entry, refused="media-port")
+            return
+        entry.legacy = legacy
+        call.accept(str(build_answer(offer, choice, self._media_address, legacy.local_port)))
+        await legacy.start()
+        io = LegIO(legacy.push_audio, legacy.codec.sample_rate)
+        entry.on_digit = io.digit
+        legacy.inbound.on_dtmf = lambda digit: self._digit(entry, digit, "rfc4733")
+        call.on_offer = lambda _call, new_offer: self._reoffer(entry, new_offer)
+        asks = "meeting" if first is None else ("pin" if first.pin_required else "lobby")
+        bound.info("ivr.started", asks=asks, codec=choice.encoding)
+        entry.ivr_task = asyncio.ensure_future(run_ivr(
+            io, lambda meeting, pin: self.check(entry, meeting, pin, security),
+            meeting=entry.meeting if first is not None else "", first=first))
+        try:
+            result = await entry.ivr_task
+        except asyncio.CancelledError:
+            return  # the caller hung up; call_ended closed the leg
+        finally:
+            entry.ivr_task = None
+        if entry.ended:
+            return
+        if isinstance(result, Admit):
+            mp = result.policy
+            if choice.encoding not in mp.audio_codecs:
+                rule = mp.rule("audio_codecs")
+                result = IvrHangup(f"meeting '{result.meeting}' does not allow {choice.encoding} "
+                                   f"(rule {rule})", rule)
+            elif mp.legacy_media == "require-srtp" and not choice.secure:
+                rule = mp.rule("legacy_media")
+                result = IvrHangup(f"meeting '{result.meeting}' requires encrypted media (SRTP) "
+                                   f"(rule {rule})", rule)
+        if isinstance(result, IvrHangup):
+            bound.info("call.refused", stage="ivr", rule=result.rule)
+            if self.metrics is not None:
+                self.metrics.call_refused("sip", result.rule)
+            await io.play("goodbye")
+            if not entry.ended:
+                self._end_from_gateway(entry, result.reason, by="ivr")
+            return
+        entry.meeting = result.meeting
+        if result.lobby and not await self._wait_in_lobby(entry, io):
+            return  # hung up (or removed) while waiting
+        legacy_encryption = "sdes-srtp" if choice.secure else "plain"
+        bound.info("call.admitted", meeting=entry.meeting, rule=result.rule, codec=choice.encoding,
+                   media_security=security, legacy_encryption=legacy_encryption, entry_by="ivr")
+        if self.metrics is not None:
+            self.metrics.call_admitted("sip", call.transport)
+        await io.play("joining")
+        if entry.ended:  # hung up during the prompt; call_ended closed the leg
+            return
+        self._name(entry, result.policy)
+        session = MediaSession.around_legacy(legacy, reactor=self._reactor, meeting=entry.meeting,
+                                             core_url=self._core_url, display_name=entry.pseudonym)
+        entry.legacy, entry.session, entry.on_digit = None, session, None
+        session.on_dtmf = lambda digit: self._digit(entry, digit, "rfc4733")
+        session.on_ended = lambda why: self._media_ended(entry, why)
+        session.webrtc.publish_params = {"leg": "sip", "enc": legacy_encryption,
+                                         "recording": result.policy.recording}
+        try:
+            await session.start()
+        except Exception as exc:  # noqa: BLE001 - the call is answered: end it cleanly
+            bound.error("call.media_failed", stage="join", error=str(exc))
+            if not entry.ended:
+                self._end_from_gateway(entry, "the meeting could not be joined", by="media")
+            return
+        if entry.ended:
+            self._close_media(entry)
+            return
+        self._join_roster(entry, session, choice.encoding)
+        bound.info("call.answered", meeting=entry.meeting, local_port=session.local_port, entry_by="ivr",
+                   participant=entry.participant.id if entry.participant else None)
+
+    async def _wait_in_lobby(self, entry: LegacyCall, io: LegIO) -> bool:
+        """Hold the answered caller (prompt, then silence) until the control API admits it
+        (:meth:`admit_participant`); False if the call ended meanwhile."""
+        entry.lobby_id = new_participant_id()
+        entry.admitted = asyncio.Event()
+        log.info("call.lobby", call=entry.label, meeting=entry.meeting, lobby_id=entry.lobby_id)
+        entry.ivr_task = asyncio.ensure_future(self._lobby_hold(entry, io, entry.admitted))
+        try:
+            await entry.ivr_task
+        except asyncio.CancelledError:
+            return False
+        finally:
+            entry.ivr_task, entry.lobby_id = None, None
+        return not entry.ended
+
+    @staticmethod
+    async def _lobby_hold(entry: LegacyCall, io: LegIO, admitted: asyncio.Event) -> None:
+        await io.play("lobby")
+        await admitted.wait()
+
+    def lobby(self, meeting: str) -> list[dict[str, str]]:
+        """Callers waiting in ``meeting``'s lobby, for the control API (ids only)."""
+        return [{"id": e.lobby_id, "protocol": "sip"} for e in self._calls.values()
+                if e.meeting == meeting and e.lobby_id is not None and not e.ended]
+
+    def admit_participant(self, meeting: str, participant_id: str) -> bool:
+        """Let a caller waiting in the lobby join (the control API's admit command)."""
+        for entry in self._calls.values():
+            if entry.meeting == meeting and entry.lobby_id == participant_id \
+                    and entry.admitted is not None and not entry.ended:
+                entry.admitted.set()
+                log.info("call.lobby_admitted", call=entry.label, meeting=meeting)
+                return True
+        return False
 
     def _media_ended(self, entry: LegacyCall, why: str) -> None:
         if not entry.ended:
@@ -230,8 +549,8 @@ class CallController:
     def end_participant(self, meeting: str, participant_id: str, reason: str) -> bool:
         """Hang up the legacy call of roster participant ``participant_id`` (BYE with ``Reason:``)."""
         for entry in list(self._calls.values()):
-            if entry.meeting == meeting and entry.participant is not None \
-                    and entry.participant.id == participant_id:
+            if entry.meeting == meeting and ((entry.participant is not None and entry.participant.id
+                                              == participant_id) or entry.lobby_id == participant_id):
                 self._end_from_gateway(entry, reason, by="api")
                 return True
         return False
@@ -247,7 +566,38 @@ class CallController:
             await asyncio.wait(pending, timeout=5)
         return len(entries)
 
+    def apply_policy(self, policy: Policy) -> int:
+        """Use a reloaded ``policy`` for new calls at once; under ``on_tighten: end``, also end the
+        answered calls it no longer admits (``legacy_media``/``signaling`` tightened for their
+        meeting) with a BYE whose ``Reason:`` names the rule.  Returns how many were ended.
+
+        Other calls keep the policy they were admitted under: a reload must not drop people for
+        changes (codecs, protocols) that do not make their call less safe than the policy wants.
+        """
+        from gateway.policy_reload import tightened_out, tightened_reason
+
+        self.policy = policy
+        if policy.on_tighten != "end":
+            return 0
+        ended = 0
+        for entry in list(self._calls.values()):
+            if entry.ended or entry.participant is None:
+                continue
+            refusal = tightened_out(policy, meeting=entry.meeting, protocol="sip",
+                                    transport=entry.call.transport,
+                                    legacy_encryption=entry.participant.legacy_encryption)
+            if refusal is not None:
+                log.info("call.ended_by_policy", call=entry.label, meeting=entry.meeting, rule=refusal.rule)
+                self._end_from_gateway(entry, tightened_reason(refusal), by="policy")
+                ended += 1
+        return ended
+
     def _close_media(self, entry: LegacyCall) -> None:
+        if entry.ivr_task is not None:
+            entry.ivr_task.cancel()
+        legacy, entry.legacy = entry.legacy, None
+        if legacy is not None:
+            legacy.close()
         session, entry.session = entry.session, None
         if session is not None:
             task = asyncio.ensure_future(session.close())

@@ -21,9 +21,12 @@ import structlog
 
 from gateway import __version__
 from gateway.config import ConfigError, ConfigUnreadable, load_config
-from gateway.policy import PolicyError, PolicyUnreadable, load_policy
+from gateway.policy import SETTINGS, PolicyError, PolicyUnreadable, load_policy
 
 EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
+#: ``policy explain``: the call would be refused (0 means admitted).
+EXIT_REFUSED = 3
+_SRTP_OFFERS = {"no": "plain", "plain": "plain", "yes": "sdes", "sdes": "sdes", "dtls": "dtls"}
 
 
 @contextmanager
@@ -58,8 +61,41 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         except PolicyError as exc:
             _print_errors([str(e) for e in exc.errors])
             return EXIT_INVALID
-    print(f"{args.file}: OK: {policy.summary()}")
+    _print_errors([str(w) for w in policy.warnings])  # valid, but probably not what was meant
+    warned = f", {len(policy.warnings)} warning{'' if len(policy.warnings) == 1 else 's'}" \
+        if policy.warnings else ""
+    print(f"{args.file}: OK: {policy.summary()}{warned}")
     return EXIT_OK
+
+
+def cmd_policy_explain(args: argparse.Namespace) -> int:
+    """Print what the policy decides for one hypothetical call, and the rule that decided it."""
+    from gateway.admission import Admit, decide
+    from gateway.dialstring import parse_dial_string
+
+    with _quiet_logs():
+        try:
+            policy = load_policy(args.policy)
+        except PolicyUnreadable as exc:
+            print(f"roomgate: {exc}", file=sys.stderr)
+            return EXIT_UNREADABLE
+        except PolicyError as exc:
+            _print_errors([str(e) for e in exc.errors])
+            return EXIT_INVALID
+    dialled = parse_dial_string(args.meeting, is_meeting=policy.meetings.__contains__)
+    pin = args.pin if args.pin is not None else dialled.pin
+    if dialled.to_ivr:
+        print("ivr: no meeting dialled; the IVR asks for the meeting id by DTMF")
+        return EXIT_OK
+    decision = decide(policy, meeting=dialled.meeting, protocol=args.protocol, transport=args.transport,
+                      media_security=_SRTP_OFFERS[args.srtp], source=args.source,  # type: ignore[arg-type]
+                      pin=pin, participants=args.participants)
+    print(decision.explain())
+    print(f"rule: {decision.rule}")
+    if decision.policy is not None:
+        for key in SETTINGS:
+            print(f"  {key}: {decision.policy.rule(key)}")
+    return EXIT_OK if isinstance(decision, Admit) else EXIT_REFUSED
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -134,6 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "2 unreadable)")
     check.add_argument("file", metavar="FILE")
     check.set_defaults(handler=cmd_policy_check)
+    explain = policy_sub.add_parser(
+        "explain", help="what the policy decides for one call, and the rule that decided it "
+                        "(exit 0 admitted, 3 refused)")
+    explain.add_argument("--policy", default="config/policy.yaml", metavar="FILE")
+    explain.add_argument("--meeting", required=True,
+                         help="what the caller dialled: 1001, 1001*1234, 1001.1234 or 1001#1234")
+    explain.add_argument("--protocol", choices=("sip", "h323"), default="sip")
+    explain.add_argument("--transport", choices=("udp", "tcp", "tls"), default="udp")
+    explain.add_argument("--srtp", choices=sorted(_SRTP_OFFERS), default="no",
+                         help="what the offer has: no (plain RTP), yes/sdes (SDES-SRTP), dtls")
+    explain.add_argument("--source", default=None, metavar="IP",
+                         help="the caller's address (checked against allowed_networks)")
+    explain.add_argument("--pin", default=None, help="the PIN the caller gives")
+    explain.add_argument("--participants", type=int, default=None, metavar="N",
+                         help="how many are in the meeting already (checked against max_participants)")
+    explain.set_defaults(handler=cmd_policy_explain)
 
     config = sub.add_parser("config", help="node configuration commands")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION")

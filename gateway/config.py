@@ -182,6 +182,7 @@ ConcreteIp = Annotated[str, PlainValidator(lambda v: parse_ip(v, concrete=True))
 
 LogFormat = Literal["console", "json"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LogPii = Literal["redact", "show"]
 
 
 # --- the document ---------------------------------------------------------------------------
@@ -225,10 +226,19 @@ class HttpConfig(_Section):
 
 
 class MediaConfig(_Section):
-    """Legacy-side RTP: the address written into SDP answers and the UDP port range."""
+    """Legacy-side RTP: the address the RTP ports bind to, the UDP port range, and
+    ``public_address``: the address written into SDP answers (RFC 8866 5.7 ``c=``) when the
+    gateway sits behind a 1:1 NAT and peers must reach it on another address than the one it
+    binds (default: ``address``).  Never a wildcard: peers must be able to send to it."""
 
     address: ConcreteIp = "127.0.0.1"
     ports: PortRangeField = Field(default_factory=lambda: PortRange(20000, 29999))
+    public_address: ConcreteIp | None = None
+
+    @property
+    def advertised_address(self) -> str:
+        """The address SDP answers name: ``public_address``, else ``address``."""
+        return self.public_address or self.address
 
 
 class WebRtcConfig(_Section):
@@ -277,6 +287,9 @@ class LogConfig(_Section):
 
     format: LogFormat = "console"
     level: LogLevel = "info"
+    #: ``redact`` (default): IP addresses, display names, Call-IDs... are logged as keyed hashes
+    #: that change every run; ``show`` logs them as they are, for debugging only.
+    pii: LogPii = "redact"
 
 
 def _config_path(value: Any, info: ValidationInfo, what: str) -> Any:
@@ -370,12 +383,30 @@ class MetricsConfig(_Section):
         return None if value is None else _check_token_hash(value)
 
 
+class H323RasConfig(_Section):
+    """RAS (H.225.0 section 7.7, UDP 1719 by convention).  ``gatekeeper`` (an ADDRESS:PORT)
+    makes the gateway register there (``discover``: GRQ first), with ``aliases`` (h323-IDs, or
+    dialledDigits when all digits) and ``prefixes`` for its meetings, asking for
+    ``time_to_live`` seconds; with ``h323.gatekeeper: own`` the gateway answers endpoints on
+    ``listen`` itself, granting ``time_to_live``."""
+
+    listen: HostPortField = Field(default_factory=lambda: HostPort("127.0.0.1", 1719))
+    gatekeeper: HostPortField | None = None
+    gatekeeper_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    discover: bool = False
+    aliases: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list)
+    prefixes: list[Annotated[str, Field(pattern=r"^[0-9*#,]{1,32}$")]] = Field(default_factory=list)
+    time_to_live: Annotated[int, Field(ge=10, le=86400)] = 300
+
+
 class H323Config(_Section):
     """H.323 call signalling (H.225.0 section 7.1: TCP, port 1720 by default).  Leaving the
     section out disables H.323.  Separate H.245 connections listen on a free port of the same
     address as the call-signalling connection they belong to."""
 
     listen: HostPortField = Field(default_factory=lambda: HostPort("127.0.0.1", 1720))
+    ras: H323RasConfig | None = None
+    gatekeeper: Literal["own"] | None = None
 
 
 class GatewayConfig(_Section):
@@ -445,8 +476,31 @@ def _h323_checks(cfg: GatewayConfig, loaded: Loaded) -> list[Issue]:
         return []
     h = cfg.h323.listen
     others = [(("http", "listen"), cfg.http.listen), (("sip", "tcp"), cfg.sip.tcp), (("sip", "tls"), cfg.sip.tls)]
-    return [loaded.issue(("h323", "listen"), f"{h} is also {'.'.join(path)}'s address")
-            for path, hp in others if hp is not None and hp.port == h.port and _overlap(hp.host, h.host)]
+    issues = [loaded.issue(("h323", "listen"), f"{h} is also {'.'.join(path)}'s address")
+              for path, hp in others if hp is not None and hp.port == h.port and _overlap(hp.host, h.host)]
+    return issues + _h323_ras_checks(cfg, loaded)
+
+
+def _h323_ras_checks(cfg: GatewayConfig, loaded: Loaded) -> list[Issue]:
+    """h323.gatekeeper: own needs h323.ras and excludes ras.gatekeeper; ras.listen (UDP) must not
+    be sip.udp's address."""
+    assert cfg.h323 is not None
+    ras, issues = cfg.h323.ras, []
+    if cfg.h323.gatekeeper == "own" and ras is None:
+        issues.append(loaded.issue(("h323", "gatekeeper"), "gatekeeper: own needs an h323.ras section "
+                                                            "(its listen address), e.g. ras: {listen: \"127.0.0.1:1719\"}"))
+    if ras is None:
+        return issues
+    if cfg.h323.gatekeeper == "own" and ras.gatekeeper is not None:
+        issues.append(loaded.issue(("h323", "ras", "gatekeeper"), "h323.gatekeeper is own: the gateway cannot "
+                                                                  "also register to another gatekeeper"))
+    if cfg.h323.gatekeeper is None and ras.gatekeeper is None:
+        issues.append(loaded.issue(("h323", "ras"), "set ras.gatekeeper (register to that gatekeeper) or "
+                                                    "h323.gatekeeper: own (answer endpoints)"))
+    u = cfg.sip.udp
+    if u is not None and ras.listen.port != 0 and u.port == ras.listen.port and _overlap(u.host, ras.listen.host):
+        issues.append(loaded.issue(("h323", "ras", "listen"), f"{ras.listen} is also sip.udp's address"))
+    return issues
 
 
 def _api_checks(cfg: GatewayConfig, loaded: Loaded) -> list[Issue]:

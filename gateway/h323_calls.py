@@ -24,6 +24,7 @@ Connect, so the caller hears the meeting from the first packet.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,9 +32,11 @@ import structlog
 
 from bridge.ports import NoFreePort, PortAllocator, PortLease
 from bridge.session import MediaSession
-from gateway.admission import Refuse, decide
+from gateway.admission import Admit, Refuse, decide
+from gateway.dialstring import DialString, parse_dial_string
 from gateway.metrics import Metrics
 from gateway.participation import join_roster, leave_roster
+from gateway.pinlock import PinAttempts
 from gateway.policy import Policy
 from gateway.roster import Roster, RosterParticipant
 from h323.call import (
@@ -56,12 +59,18 @@ PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8, "G722": 9}
 
 def meeting_part(text: str) -> str:
     """The meeting id in one dialled string: ``1000``, ``1000#4321`` (meeting#pin),
-    ``192.0.2.1##1000`` (IP##meeting) and ``1000@host`` all give ``1000``."""
-    text = text.strip()
-    if "##" in text:
-        text = text.split("##", 1)[1]
-    text = text.split("#", 1)[0]
-    return text.split("@", 1)[0].strip()
+    ``192.0.2.1##1000`` (IP##meeting) and ``1000@host`` all give ``1000``
+    (:func:`gateway.dialstring.parse_dial_string`, shared with SIP)."""
+    return parse_dial_string(text, ivr_users=()).meeting
+
+
+def dial_from_offer(offer: CallOffered) -> DialString:
+    """Meeting and PIN a Setup asks for: called party number, dialledDigits, then h323-ID."""
+    for candidate in (offer.called_number or "", *offer.dialled_digits, *offer.h323_ids):
+        dialled = parse_dial_string(candidate, ivr_users=())
+        if dialled.meeting:
+            return dialled
+    return DialString("")
 
 
 def meeting_from_offer(offer: CallOffered) -> str:
@@ -110,17 +119,25 @@ class H323LegacyCall:
     media: asyncio.Future[MediaReady] | None = None
     ended: bool = False
     answered: bool = False
+    #: What the caller dialled (``meeting#pin``); the PIN is never logged.
+    dialled: DialString = field(default_factory=lambda: DialString(""))
     pseudonym: str = ""
     participant: RosterParticipant | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: Where this call's DTMF digits go, like ``gateway.calls.LegacyCall.on_digit`` (e.g. an IVR's
+    #: collector, ``on_digit(digit)``); None: only ``H323CallController.on_dtmf`` hears them.
+    on_digit: Any = None
 
 
 class H323CallController:
     """The H.323 transport's ``H323CallHandler``: admits, bridges and ends H.323 calls."""
 
     def __init__(self, *, reactor: Any, policy: Policy, core_url: str, media_address: str,
-                 ports: PortAllocator, roster: Roster | None = None, metrics: Metrics | None = None) -> None:
+                 ports: PortAllocator, roster: Roster | None = None, metrics: Metrics | None = None,
+                 pins: PinAttempts | None = None) -> None:
         self._reactor = reactor
+        #: Wrong-PIN counts per (meeting, source); the app shares the SIP controller's.
+        self.pins = pins if pins is not None else PinAttempts()
         self.policy = policy
         self.roster = roster if roster is not None else Roster()
         self.metrics = metrics
@@ -128,13 +145,17 @@ class H323CallController:
         self._media_address = media_address
         self._ports = ports
         self._calls: dict[int, H323LegacyCall] = {}
+        #: RAS registration (``gateway.h323_ras.RasRegistration``): ARQ before answering, DRQ at the end.
+        self.ras: Any = None
+        #: DTMF hook ``on_dtmf(meeting, participant_id_or_label, digit)`` (userInputIndication).
+        self.on_dtmf: Callable[[str, str, str], None] | None = None
 
     # -- H323CallHandler ----------------------------------------------------------------------
 
     def incoming_call(self, conn: H323Connection, offer: CallOffered) -> None:
-        meeting = meeting_from_offer(offer)
-        entry = H323LegacyCall(conn=conn, offer=offer, meeting=meeting,
-                               label=conn.label)
+        dialled = dial_from_offer(offer)
+        entry = H323LegacyCall(conn=conn, offer=offer, meeting=dialled.meeting,
+                               label=conn.label, dialled=dialled)
         self._calls[conn.id] = entry
         task = asyncio.ensure_future(self._admit_and_bridge(entry))
         entry.tasks.add(task)
@@ -149,8 +170,15 @@ class H323CallController:
         entry = self._calls.get(conn.id)
         if entry is not None:  # the digit itself may be a PIN: not logged
             log.info("h323.dtmf", call=entry.label, meeting=entry.meeting)
+            if entry.on_digit is not None:  # the same per-call digit hook as SIP calls
+                entry.on_digit(event.digit)
+            if self.on_dtmf is not None:
+                who = entry.participant.id if entry.participant is not None else entry.label
+                self.on_dtmf(entry.meeting, who, event.digit)
 
     def call_released(self, conn: H323Connection, event: CallReleased) -> None:
+        if self.ras is not None:
+            self.ras.disengage(conn.id)  # DRQ (H.225.0 7.7.14) when the gatekeeper admitted it
         entry = self._calls.pop(conn.id, None)
         if entry is None:
             return
@@ -178,6 +206,26 @@ class H323CallController:
         if pending:
             await asyncio.wait(pending, timeout=2)
 
+    def release_call(self, conn_id: int, *, by: str) -> bool:
+        """Release one call by its connection id (e.g. the gatekeeper disengaged it)."""
+        entry = self._calls.get(conn_id)
+        if entry is None:
+            return False
+        self._end_from_gateway(entry, by=by)
+        return True
+
+    def request_keyframe(self, call: H323LegacyCall | int | str) -> bool:
+        """Ask the caller for a keyframe: H.245 ``miscellaneousCommand videoFastUpdatePicture``.
+        ``call`` is the call record, its connection id or its roster participant id."""
+        entry = call if isinstance(call, H323LegacyCall) else next(
+            (e for e in self._calls.values()
+             if e.conn.id == call or (e.participant is not None and e.participant.id == call)), None)
+        if entry is None or entry.ended:
+            return False
+        sent = entry.conn.request_keyframe()
+        log.info("h323.keyframe.requested", call=entry.label, meeting=entry.meeting, sent=sent)
+        return sent
+
     def end_participant(self, meeting: str, participant_id: str, reason: str) -> bool:
         for entry in list(self._calls.values()):
             if entry.meeting == meeting and entry.participant is not None \
@@ -195,13 +243,49 @@ class H323CallController:
             await asyncio.wait(pending, timeout=5)
         return len(entries)
 
+    def apply_policy(self, policy: Policy) -> int:
+        """Use a reloaded ``policy`` for new calls; under ``on_tighten: end``, release the answered
+        H.323 calls (always plain RTP over TCP) it no longer admits.  Returns how many."""
+        from gateway.policy_reload import tightened_out
+
+        self.policy = policy
+        if policy.on_tighten != "end":
+            return 0
+        ended = 0
+        for entry in list(self._calls.values()):
+            if entry.ended or entry.participant is None:
+                continue
+            refusal = tightened_out(policy, meeting=entry.meeting, protocol="h323", transport="tcp",
+                                    legacy_encryption="plain")
+            if refusal is not None:
+                log.info("call.ended_by_policy", call=entry.label, meeting=entry.meeting, rule=refusal.rule)
+                self._end_from_gateway(entry, by="policy")
+                ended += 1
+        return ended
+
     # -- the call -----------------------------------------------------------------------------
 
     async def _admit_and_bridge(self, entry: H323LegacyCall) -> None:
         conn, offer = entry.conn, entry.offer
         bound = log.bind(call=entry.label, meeting=entry.meeting, protocol="h323", transport="tcp")
+        source = conn.peer[0]
+        mp = self.policy.for_meeting(entry.meeting)
         decision = decide(self.policy, meeting=entry.meeting, protocol="h323", transport="tcp",
-                          media_security="plain")
+                          media_security="plain", source=source, pin=entry.dialled.pin,
+                          locked_out=mp is not None and mp.pin is not None
+                          and self.pins.locked(entry.meeting, source, mp.pin_attempts),
+                          participants=len(self.roster.participants(entry.meeting)))
+        if isinstance(decision, Refuse) and decision.policy is not None \
+                and decision.rule == decision.policy.rule("pin"):
+            bound.info("call.pin_wrong", wrong=self.pins.wrong(entry.meeting, source))
+        if isinstance(decision, Admit) and (decision.pin_required or decision.lobby):
+            # No H.323 IVR or lobby yet: the PIN must be dialled (meeting#pin).
+            rule = decision.policy.rule("pin" if decision.pin_required else "lobby")
+            why = ("dial the PIN as meeting#pin" if decision.pin_required
+                   else "lobby meetings take SIP callers only for now")
+            decision = Refuse(meeting=entry.meeting, sip_status=403, reason="Forbidden", rule=rule,
+                              warning=f"{why} (rule {rule})", protocol="h323",
+                              transport="tcp", media_security="plain", policy=decision.policy)
         if isinstance(decision, Refuse):
             reason, cause = release_for(decision)
             bound.info("call.refused", status=decision.sip_status, rule=decision.rule, release_reason=reason,
@@ -209,6 +293,14 @@ class H323CallController:
             # Q.931 Display holds at most 82 octets: the rule, which names meeting and setting.
             self._refuse(entry, reason, cause, f"refused by rule {decision.rule}", rule=decision.rule)
             return
+        if self.ras is not None:  # ARQ to the gatekeeper (H.225.0 7.7.8) before answering
+            arj = await self.ras.admit(conn.id, offer)
+            if entry.ended:
+                return
+            if arj is not None:
+                bound.info("call.refused", rule="gatekeeper", release_reason=arj[0], cause=arj[1], arj=arj[2])
+                self._refuse(entry, arj[0], arj[1], f"gatekeeper refused: {arj[2]}", rule="gatekeeper")
+                return
         choice = choose_fast_start(offer.fast_start, FAST_START_CODECS)
         bound.info("call.admitted", rule=decision.rule, media_security="plain", legacy_encryption="plain",
                    fast_start=choice is not None, tunnelling=offer.tunnelling,
@@ -258,6 +350,7 @@ class H323CallController:
         entry.lease = None  # owned by the session now
         entry.session = session
         session.on_ended = lambda why: self._media_ended(entry, why)
+        session.webrtc.publish_params = {"leg": "h323", "enc": "plain"}  # for the meeting page
         try:
             await session.start()
         except Exception as exc:  # noqa: BLE001 - any failure to join must give the caller a clean release
@@ -339,6 +432,13 @@ class LegacyControllers:
 
     def end_participant(self, meeting: str, participant_id: str, reason: str) -> bool:
         return any(c.end_participant(meeting, participant_id, reason) for c in self._controllers)
+
+    def lobby(self, meeting: str) -> list[dict[str, str]]:
+        return [w for c in self._controllers if hasattr(c, "lobby") for w in c.lobby(meeting)]
+
+    def admit_participant(self, meeting: str, participant_id: str) -> bool:
+        return any(c.admit_participant(meeting, participant_id) for c in self._controllers
+                   if hasattr(c, "admit_participant"))
 
     async def end_meeting(self, meeting: str, reason: str) -> int:
         ended = await asyncio.gather(*(c.end_meeting(meeting, reason) for c in self._controllers))

@@ -42,11 +42,12 @@ REFUSAL_REASONS = ("meeting-id", "unknown_meetings", "protocols", "legacy_media"
                    "audio-codec", "offer-required", "media-port", "join-failed", "other")
 #: Who or what ended a call (``sip.calls.EndReason`` values plus the gateway's own reasons).
 END_REASONS = ("remote-bye", "cancelled", "ack-timeout", "local-hangup", "transport-error",
-               "media", "api", "shutdown", "other")
+               "media", "api", "shutdown", "policy", "other")
 DROP_REASONS = ("wrong_source", "bad_packet", "wrong_pt", "late")
 DIRECTIONS = ("in", "out")
 HTTP_METHODS = ("GET", "DELETE", "POST", "PUT", "PATCH", "other")
 API_OUTCOMES = ("ok", "bad_request", "unauthorized", "forbidden", "not_found", "error")
+RELOAD_RESULTS = ("ok", "failed")
 
 #: Every label any series may carry, with its closed vocabulary (None: checked by a pattern).
 LABELS: Mapping[str, tuple[str, ...] | None] = {
@@ -57,6 +58,7 @@ LABELS: Mapping[str, tuple[str, ...] | None] = {
     "direction": DIRECTIONS,
     "method": HTTP_METHODS,
     "outcome": API_OUTCOMES,
+    "result": RELOAD_RESULTS,
     "meeting": None,
 }
 _MEETING_LABEL = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -84,6 +86,9 @@ METRICS: tuple[MetricSpec, ...] = (
                ("protocol", "reason"), "event"),
     MetricSpec("roomgate_api_requests", "counter", "Control API requests by method and outcome.",
                ("method", "outcome"), "event"),
+    MetricSpec("roomgate_policy_reloads", "counter",
+               "Policy reloads (SIGHUP, file change, API) by result; a failed one left the old policy in force.",
+               ("result",), "event"),
     MetricSpec("roomgate_meetings", "gauge", "Meetings with at least one legacy participant.",
                (), "sampled"),
     MetricSpec("roomgate_participants", "gauge",
@@ -186,6 +191,9 @@ class Metrics:
 
     def api_request(self, method: str, outcome: str) -> None:
         self.inc("roomgate_api_requests", method=method, outcome=outcome)
+
+    def policy_reload(self, result: str) -> None:
+        self.inc("roomgate_policy_reloads", result=result)
 
     # -- exposition --------------------------------------------------------------------------------
 

@@ -19,9 +19,10 @@ Decisions about meeting ids (see docs/policy.md):
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, get_args
@@ -47,7 +48,25 @@ Protocol = Literal["sip", "h323"]
 UnknownMeetings = Literal["defaults", "reject"]
 #: ``tls-required``: a SIP INVITE must arrive over TLS (RFC 3261 26.2), else 403 with a Warning.
 Signaling = Literal["any", "tls-required"]
+#: What a reload does to calls its tightened ``legacy_media``/``signaling`` no longer admits.
+OnTighten = Literal["end", "keep"]
 
+#: Codecs the legacy audio leg can carry (``audio_codecs`` restricts and orders them).
+AudioCodec = Literal["PCMU", "PCMA", "G722"]
+#: Video codecs a meeting may carry toward room systems (metadata until video legs exist).
+VideoCodec = Literal["VP8", "H264"]
+#: Surfaced to the core as meeting metadata; the gateway itself never records.
+Recording = Literal["forbidden", "allowed"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+AUDIO_CODECS: tuple[AudioCodec, ...] = get_args(AudioCodec)
+VIDEO_CODECS: tuple[VideoCodec, ...] = get_args(VideoCodec)
+#: Every per-meeting setting (meeting > profile > defaults), in the order ``policy explain`` lists them.
+SETTINGS: tuple[str, ...] = (
+    "protocols", "signaling", "allowed_networks", "pin", "pin_attempts", "max_participants",
+    "lobby", "legacy_media", "audio_codecs", "video", "video_codecs", "anonymous_names", "recording")
+#: A PIN is 1-16 digits, written as quoted text so leading zeros survive.
+PIN = re.compile(r"[0-9]{1,16}")
 LEGACY_MEDIA_VALUES: tuple[str, ...] = get_args(LegacyMedia)
 SIGNALING_VALUES: tuple[str, ...] = get_args(Signaling)
 PROTOCOLS: tuple[Protocol, ...] = get_args(Protocol)
@@ -89,6 +108,20 @@ def _protocols_text(protocols: tuple[str, ...]) -> str:
     return "[" + ", ".join(protocols) + "]"
 
 
+def setting_text(setting: str, value: Any) -> str:
+    """A setting's value as a rule shows it.  A PIN is never shown (rules end up in Warning
+    headers, logs and ``policy explain`` output): only whether one is set."""
+    if setting == "pin":
+        return "none" if value is None else "(set)"
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
+
+
 @dataclass(frozen=True)
 class MeetingPolicy:
     """The effective policy for one meeting, with where each setting came from.
@@ -104,19 +137,44 @@ class MeetingPolicy:
     configured: bool
     origins: Mapping[str, str] = field(default_factory=dict, hash=False)
     signaling: Signaling = "any"
+    audio_codecs: tuple[AudioCodec, ...] = AUDIO_CODECS
+    video_codecs: tuple[VideoCodec, ...] = VIDEO_CODECS
+    video: bool = True
+    #: None: no limit.  Counts the meeting's legacy roster and the core's participants.
+    max_participants: int | None = None
+    #: None: no PIN.  Kept out of repr so it never reaches a log line by accident.
+    pin: str | None = field(default=None, repr=False)
+    pin_attempts: int = 3
+    lobby: bool = False
+    anonymous_names: bool = True
+    #: None: callers from anywhere; else only sources inside one of these networks.
+    allowed_networks: tuple[IPNetwork, ...] | None = None
+    recording: Recording = "forbidden"
+    #: The profile the meeting inherits (``profile: secure``), if any.
+    profile: str | None = None
 
     def allows(self, protocol: str) -> bool:
         return protocol in self.protocols
 
-    def rule(self, setting: Literal["legacy_media", "protocols", "signaling"]) -> str:
-        """``<origin>=<value>``, e.g. ``meetings."1001".legacy_media=require-srtp``."""
-        value: str
-        if setting == "legacy_media":
-            value = self.legacy_media
-        elif setting == "signaling":
-            value = self.signaling
-        else:
+    def allows_source(self, address: str) -> bool:
+        """Whether a caller at ``address`` may join (``allowed_networks``); unparsable -> no."""
+        if self.allowed_networks is None:
+            return True
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.allowed_networks)
+
+    def rule(self, setting: str) -> str:
+        """``<origin>=<value>``, e.g. ``meetings."1001".legacy_media=require-srtp`` (a PIN shows
+        as ``(set)``, never its digits)."""
+        if setting == "protocols":
             value = _protocols_text(self.protocols)
+        else:
+            value = setting_text(setting, getattr(self, setting))
         return f"{self.origins.get(setting, f'defaults.{setting}')}={value}"
 
 
@@ -127,6 +185,16 @@ class Defaults:
     legacy_media: LegacyMedia = "allow-plain"
     protocols: tuple[Protocol, ...] = PROTOCOLS
     signaling: Signaling = "any"
+    audio_codecs: tuple[AudioCodec, ...] = AUDIO_CODECS
+    video_codecs: tuple[VideoCodec, ...] = VIDEO_CODECS
+    video: bool = True
+    max_participants: int | None = None
+    pin: str | None = field(default=None, repr=False)
+    pin_attempts: int = 3
+    lobby: bool = False
+    anonymous_names: bool = True
+    allowed_networks: tuple[IPNetwork, ...] | None = None
+    recording: Recording = "forbidden"
 
 
 @dataclass(frozen=True)
@@ -138,6 +206,14 @@ class Policy:
     defaults: Defaults
     meetings: Mapping[str, MeetingPolicy] = field(default_factory=dict, hash=False)
     source: str | None = None
+    #: On reload, whether calls the new policy no longer admits (``legacy_media``/``signaling``
+    #: tightened for their meeting) are ended (``end``) or keep the policy they joined under.
+    on_tighten: OnTighten = "end"
+    #: Named settings bundles meetings inherit (``profile: secure``), as written (partial).
+    #: Out of repr: a profile may hold a PIN.
+    profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False, repr=False)
+    #: ``policy check`` warnings: valid but probably not what was meant (FILE:LINE:COL).
+    warnings: tuple[PolicyIssue, ...] = ()
 
     def for_meeting(self, meeting: str) -> MeetingPolicy | None:
         """The effective policy for ``meeting``: its own entry, else the defaults (as an
@@ -147,16 +223,10 @@ class Policy:
             return found
         if self.unknown_meetings == "reject":
             return None
+        values = {f.name: getattr(self.defaults, f.name) for f in fields(Defaults)}
         return MeetingPolicy(
-            meeting=meeting,
-            legacy_media=self.defaults.legacy_media,
-            protocols=self.defaults.protocols,
-            configured=False,
-            origins=MappingProxyType({"legacy_media": "defaults.legacy_media",
-                                      "protocols": "defaults.protocols",
-                                      "signaling": "defaults.signaling"}),
-            signaling=self.defaults.signaling,
-        )
+            meeting=meeting, configured=False,
+            origins=MappingProxyType({k: f"defaults.{k}" for k in SETTINGS}), **values)
 
     def summary(self) -> str:
         """One line for ``roomgate policy check``."""
@@ -213,25 +283,95 @@ class _MeetingSettingsDoc(_Doc):
     def _check_protocols(cls, value: Any) -> Any:
         return _unique_protocols(value)
 
+    @field_validator("audio_codecs", "video_codecs", "video", "max_participants", "pin_attempts",
+                     "lobby", "anonymous_names", "allowed_networks", "recording",
+                     mode="before", check_fields=False)
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise PydanticCustomError("not_null", "no value given: remove the key to inherit")
+        return value
+
+    @field_validator("audio_codecs", "video_codecs", check_fields=False)
+    @classmethod
+    def _codec_list(cls, value: Any) -> Any:
+        if not value:
+            raise PydanticCustomError("codecs", "list at least one codec (or leave the key out)")
+        dupes = sorted({c for c in value if value.count(c) > 1})
+        if dupes:
+            raise PydanticCustomError("codecs", "{dupes} listed more than once", {"dupes": ", ".join(dupes)})
+        return value
+
+    @field_validator("pin", mode="before", check_fields=False)
+    @classmethod
+    def _check_pin(cls, value: Any) -> Any:
+        # The digits are never echoed back: error messages end up in logs.
+        if value is None:
+            raise PydanticCustomError("pin", "no value given: remove the key for no PIN")
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise PydanticCustomError("pin", 'write the PIN quoted, as text (pin: "0123"), so '
+                                             "leading zeros are kept")
+        if not isinstance(value, str) or not PIN.fullmatch(value):
+            raise PydanticCustomError("pin", "a PIN is 1-16 digits 0-9, quoted")
+        return value
+
+    @field_validator("allowed_networks", check_fields=False)
+    @classmethod
+    def _check_networks(cls, value: Any) -> Any:
+        for text in value:
+            try:
+                ipaddress.ip_network(text, strict=True)
+            except ValueError as exc:
+                raise PydanticCustomError("network", "{text!r} is not a network in CIDR form: {why}",
+                                          {"text": text, "why": str(exc)}) from None
+        return value
+
 
 class _DefaultsDoc(_MeetingSettingsDoc):
     legacy_media: LegacyMedia = "allow-plain"
     protocols: list[Protocol] = Field(default_factory=lambda: list(PROTOCOLS))
     signaling: Signaling = "any"
+    audio_codecs: list[AudioCodec] = Field(default_factory=lambda: list(AUDIO_CODECS))
+    video_codecs: list[VideoCodec] = Field(default_factory=lambda: list(VIDEO_CODECS))
+    video: bool = True
+    max_participants: int | None = Field(default=None, ge=1, le=10000)
+    pin: str | None = None
+    pin_attempts: int = Field(default=3, ge=1, le=20)
+    lobby: bool = False
+    anonymous_names: bool = True
+    allowed_networks: list[str] | None = None
+    recording: Recording = "forbidden"
 
 
-class _MeetingDoc(_MeetingSettingsDoc):
+class _ProfileDoc(_MeetingSettingsDoc):
     # Declared Optional so that "not written" (inherit) is representable; an explicit null is
     # refused by the before-validators, because it is far more often a slip than a wish.
     legacy_media: LegacyMedia | None = None
     protocols: list[Protocol] | None = None
     signaling: Signaling | None = None
+    audio_codecs: list[AudioCodec] | None = None
+    video_codecs: list[VideoCodec] | None = None
+    video: bool | None = None
+    max_participants: int | None = Field(default=None, ge=1, le=10000)
+    pin: str | None = None
+    pin_attempts: int | None = Field(default=None, ge=1, le=20)
+    lobby: bool | None = None
+    anonymous_names: bool | None = None
+    allowed_networks: list[str] | None = None
+    recording: Recording | None = None
+
+
+class _MeetingDoc(_ProfileDoc):
+    #: The name of a profile under ``profiles`` whose settings this meeting inherits.
+    profile: str | None = None
 
 
 class _PolicyDoc(_Doc):
     version: int
     unknown_meetings: UnknownMeetings = "defaults"
+    on_tighten: OnTighten = "end"
     defaults: _DefaultsDoc = Field(default_factory=_DefaultsDoc)
+    profiles: dict[str, _ProfileDoc | None] = Field(default_factory=dict)
     meetings: dict[str, _MeetingDoc | None] = Field(default_factory=dict)
 
     @field_validator("version")
@@ -243,7 +383,7 @@ class _PolicyDoc(_Doc):
                 {"v": value, "s": SUPPORTED_VERSION})
         return value
 
-    @field_validator("meetings", mode="before")
+    @field_validator("meetings", "profiles", mode="before")
     @classmethod
     def _null_meetings(cls, value: Any) -> Any:
         return {} if value is None else value  # "meetings:" with nothing under it = none
@@ -259,38 +399,110 @@ def _meeting_id_issues(loaded: Loaded) -> list[PolicyIssue]:
             for m in meetings if not is_meeting_id(m)]
 
 
+def _setting_value(key: str, value: Any) -> Any:
+    """A validated document value as :class:`MeetingPolicy` holds it (tuples, networks)."""
+    if key == "allowed_networks":
+        return None if value is None else tuple(ipaddress.ip_network(t) for t in value)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _profile_issues(loaded: Loaded) -> list[PolicyIssue]:
+    """``profile:`` naming no entry under ``profiles`` (found on the raw data, with its mark)."""
+    data = loaded.data if isinstance(loaded.data, dict) else {}
+    meetings, profiles = data.get("meetings"), data.get("profiles") or {}
+    if not isinstance(meetings, dict) or not isinstance(profiles, dict):
+        return []
+    issues = []
+    for m, entry in meetings.items():
+        name = entry.get("profile") if isinstance(entry, dict) else None
+        if isinstance(name, str) and name not in profiles:
+            known = ", ".join(sorted(profiles)) or "none defined"
+            issues.append(loaded.issue(("meetings", m, "profile"),
+                                       f"no profile {name!r} under profiles (known: {known})"))
+    return issues
+
+
 def _build(doc: _PolicyDoc, loaded: Loaded) -> Policy:
-    defaults = Defaults(legacy_media=doc.defaults.legacy_media,
-                        protocols=tuple(doc.defaults.protocols),
-                        signaling=doc.defaults.signaling)
+    """The frozen policy: each meeting setting resolved meeting > profile > defaults, with its
+    origin recorded so decisions can name the rule."""
+    defaults = Defaults(**{k: _setting_value(k, getattr(doc.defaults, k)) for k in SETTINGS})
+    profiles = {name: (entry.model_dump(include=entry.model_fields_set) if entry is not None else {})
+                for name, entry in doc.profiles.items()}
     meetings: dict[str, MeetingPolicy] = {}
     for meeting_id, entry in doc.meetings.items():
-        written = entry.model_fields_set if entry is not None else set()
         here = format_path(("meetings", meeting_id))
-        origins = {
-            "legacy_media": f"{here}.legacy_media" if "legacy_media" in written else "defaults.legacy_media",
-            "protocols": f"{here}.protocols" if "protocols" in written else "defaults.protocols",
-            "signaling": f"{here}.signaling" if "signaling" in written else "defaults.signaling",
-        }
-        legacy_media = entry.legacy_media if entry is not None and entry.legacy_media is not None \
-            else defaults.legacy_media
-        protocols = tuple(entry.protocols) if entry is not None and entry.protocols is not None \
-            else defaults.protocols
-        signaling = entry.signaling if entry is not None and entry.signaling is not None \
-            else defaults.signaling
-        meetings[meeting_id] = MeetingPolicy(
-            meeting=meeting_id, legacy_media=legacy_media, protocols=protocols, configured=True,
-            origins=MappingProxyType(origins), signaling=signaling)
+        written = entry.model_fields_set if entry is not None else set()
+        profile = entry.profile if entry is not None else None
+        layers: list[tuple[str, Mapping[str, Any]]] = [
+            (here, {k: getattr(entry, k) for k in written if k in SETTINGS} if entry else {})]
+        if profile is not None:
+            layers.append((format_path(("profiles", profile)), profiles.get(profile, {})))
+        values: dict[str, Any] = {}
+        origins: dict[str, str] = {}
+        for key in SETTINGS:
+            for origin, layer in layers:
+                if key in layer:
+                    values[key], origins[key] = _setting_value(key, layer[key]), f"{origin}.{key}"
+                    break
+            else:
+                values[key], origins[key] = getattr(defaults, key), f"defaults.{key}"
+        meetings[meeting_id] = MeetingPolicy(meeting=meeting_id, configured=True, profile=profile,
+                                             origins=MappingProxyType(origins), **values)
     return Policy(version=doc.version, unknown_meetings=doc.unknown_meetings, defaults=defaults,
-                  meetings=MappingProxyType(meetings), source=loaded.file)
+                  meetings=MappingProxyType(meetings), source=loaded.file, on_tighten=doc.on_tighten,
+                  profiles=MappingProxyType(profiles))
+
+
+def _origin_path(origin: str, loaded: Loaded) -> tuple[str, ...]:
+    """The YAML path of an origin like ``meetings."1001".pin`` (for a warning's mark)."""
+    for top in ("meetings", "profiles"):
+        data = loaded.data.get(top) if isinstance(loaded.data, dict) else None
+        for name in (data or {}):
+            prefix = format_path((top, name)) + "."
+            if origin.startswith(prefix):
+                return (top, name, origin[len(prefix):])
+    return tuple(origin.split("."))
+
+
+def policy_warnings(policy: Policy, loaded: Loaded) -> list[PolicyIssue]:
+    """Settings that are valid but cannot do what they seem to mean, at FILE:LINE:COL."""
+    out: list[PolicyIssue] = []
+
+    def warn(mp: MeetingPolicy, key: str, text: str) -> None:
+        origin = mp.origins[key]
+        issue = (loaded.issue(("meetings", mp.meeting), text, prefer="key")
+                 if origin.startswith("defaults.") else loaded.issue(_origin_path(origin, loaded), text))
+        out.append(PolicyIssue(issue.file, issue.line, issue.col,
+                               f"warning: meetings.{format_path((mp.meeting,))}: {text}"))
+
+    for mp in policy.meetings.values():
+        if "h323" in mp.protocols and mp.legacy_media == "require-srtp":
+            warn(mp, "protocols", f"allows h323 but {mp.rule('legacy_media')}: H.323 legs are plain "
+                                  "RTP, so every H.323 call will be refused")
+        if "h323" in mp.protocols and mp.signaling == "tls-required":
+            warn(mp, "protocols", f"allows h323 but {mp.rule('signaling')}: H.323 signalling is "
+                                  "plain TCP, so every H.323 call will be refused")
+        if mp.pin is not None and mp.lobby:
+            warn(mp, "lobby", "has both a pin and lobby=true: callers who know the PIN still wait "
+                              "in the lobby")
+        if mp.pin is None and not mp.origins["pin_attempts"].startswith("defaults."):
+            warn(mp, "pin_attempts", "sets pin_attempts but has no pin")
+        if mp.allowed_networks == ():
+            warn(mp, "allowed_networks", "allowed_networks is empty: no legacy caller can join")
+        if not mp.video and not mp.origins["video_codecs"].startswith("defaults."):
+            warn(mp, "video_codecs", "sets video_codecs but video is false")
+        if not mp.protocols:
+            warn(mp, "protocols", "protocols is empty: no legacy caller can join")
+    return sorted(set(out))
 
 
 def _from_loaded(loaded: Loaded) -> Policy:
     doc, issues = validate(_PolicyDoc, loaded)
-    issues = sorted(set(issues + _meeting_id_issues(loaded)))
+    issues = sorted(set(issues + _meeting_id_issues(loaded) + _profile_issues(loaded)))
     if doc is None or issues:
         raise PolicyError(issues)
-    return _build(doc, loaded)
+    policy = _build(doc, loaded)
+    return replace(policy, warnings=tuple(policy_warnings(policy, loaded)))
 
 
 def parse_policy(text: str, file: str = "<policy>") -> Policy:

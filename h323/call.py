@@ -462,6 +462,16 @@ class H323Call:
                        tunnelling=self.tunnelling, h245_address=bool(h245_address))
         self._after(now)
 
+    def request_keyframe(self, now: float) -> bool:
+        """Ask the caller for a keyframe: H.245 ``videoFastUpdatePicture`` (H.323 section 8.7.1)
+        on the call's H.245 (tunnelled in a Facility, or on the separate connection).  False
+        when the call has no H.245 session (not answered yet, or released)."""
+        if self.session is None or self._released or self.session.ended or self.state != CallState.CONNECTED:
+            return False
+        self.session.request_fast_update()
+        self._after(now)
+        return True
+
     def reject(self, now: float, reason: str, *, cause: int | None = None,
                display: str | None = None) -> None:
         """Refuse the call: ReleaseComplete with ``reason`` (a ReleaseCompleteReason) and a Q.931

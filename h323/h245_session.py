@@ -204,6 +204,16 @@ class H245Session:
         self.ended = True
         self._emit(h245.EndSessionCommand("disconnect"))
 
+    def request_fast_update(self, channel: int | None = None) -> int:
+        """Send ``miscellaneousCommand`` ``videoFastUpdatePicture`` (H.245 annex A, H.323 section
+        8.7.1; the keyframe request) for ``channel``: by default the lowest channel the peer
+        opened toward us, or 1 when it opened none (video channels are not opened yet, so the
+        command names the channel the peer will transmit on).  Returns the channel number."""
+        number = channel if channel is not None else (min(self.incoming) if self.incoming else 1)
+        if not self.ended:
+            self._emit(h245.VideoFastUpdatePicture(number))
+        return number
+
     def pdus_to_send(self) -> list[bytes]:
         """Encoded PDUs, in order, to carry (tunnelled or in TPKT)."""
         out, self._out = self._out, []

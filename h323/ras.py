@@ -295,3 +295,70 @@ def info_request(seq: int, call_reference: int, call_identifier: bytes | None = 
     if call_identifier is not None:
         v["callIdentifier"] = {"guid": call_identifier}
     return RasMessage("infoRequest", v)
+
+
+# --------------------------------------------------------------------------- replies and rejects
+# (added for the RAS client and the ``own`` gatekeeper: h323/ras_client.py, h323/gatekeeper.py)
+
+#: The reject message of each request (H.225.0 sections 7.7.3, 7.7.5, 7.7.7, 7.7.10, 7.7.13, 7.7.15).
+REJECTS: dict[str, str] = {
+    "gatekeeperRequest": "gatekeeperReject", "registrationRequest": "registrationReject",
+    "unregistrationRequest": "unregistrationReject", "admissionRequest": "admissionReject",
+    "disengageRequest": "disengageReject", "locationRequest": "locationReject",
+}
+
+
+def reject(request: str, seq: int, reason: str, detail: Any = 0) -> RasMessage:
+    """The reject (GRJ, RRJ, URJ, ARJ, DRJ, LRJ) answering ``request`` with ``reason`` (the
+    ``rejectReason`` alternative, e.g. ``"calledPartyNotRegistered"``); ``detail`` is the
+    alternative's value where it is not NULL (``duplicateAlias``: the aliases)."""
+    name = REJECTS.get(request)
+    if name is None:
+        raise RasError(f"no reject for {request}")
+    v: dict[str, Any] = {"requestSeqNum": seq}
+    if name in ("gatekeeperReject", "registrationReject"):
+        v["protocolIdentifier"] = PROTOCOL_IDENTIFIER
+    v["rejectReason"] = (reason, detail)
+    return RasMessage(name, v)
+
+
+def reject_reason(msg: RasMessage) -> str | None:
+    """The ``rejectReason`` alternative of a GRJ/RRJ/URJ/ARJ/DRJ/LRJ (``disengageReason`` of a DRQ)."""
+    reason = msg._get("rejectReason") or msg._get("disengageReason")
+    if isinstance(reason, tuple) and reason:
+        return str(reason[0])
+    return None
+
+
+def location_confirm(seq: int, call_signal_address: TransportAddress,
+                     ras_address: TransportAddress) -> RasMessage:
+    """LCF (H.225.0 7.7.11): where the alias of the LRQ is reached."""
+    return RasMessage("locationConfirm", {"requestSeqNum": seq,
+                                          "callSignalAddress": call_signal_address.to_asn1(),
+                                          "rasAddress": ras_address.to_asn1()})
+
+
+def request_in_progress(seq: int, delay_ms: int) -> RasMessage:
+    """RIP (H.225.0 ``RequestInProgress``, section 7.9): the answer will take ``delay_ms``."""
+    return RasMessage("requestInProgress", {"requestSeqNum": seq, "delay": max(1, min(65535, delay_ms))})
+
+
+def unregistration_request_from_gatekeeper(seq: int, call_signal_address: TransportAddress,
+                                           endpoint_identifier: str, *, reason: str = "ttlExpired",
+                                           gatekeeper_identifier: str | None = None) -> RasMessage:
+    """URQ sent by a gatekeeper to force an endpoint out (H.225.0 7.7.6, ``reason``)."""
+    msg = unregistration_request(seq, call_signal_address, endpoint_identifier=endpoint_identifier,
+                                 gatekeeper_identifier=gatekeeper_identifier)
+    msg.value["reason"] = (reason, 0)
+    return msg
+
+
+def with_prefixes(msg: RasMessage, prefixes: tuple[str, ...]) -> RasMessage:
+    """An RRQ whose ``terminalType.gateway`` announces ``supportedPrefixes`` (H.225.0 7.6
+    ``GatewayInfo``/``VoiceCaps``): the gatekeeper routes numbers starting so to us."""
+    if not prefixes or msg.name != "registrationRequest":
+        return msg
+    ept = msg.value["terminalType"]
+    ept["gateway"] = {"protocol": [("voice", {"supportedPrefixes": [
+        {"prefix": ("dialledDigits", p)} for p in prefixes]})]}
+    return msg

@@ -87,6 +87,12 @@ class H323Connection:
     def release(self, reason: str = "undefinedReason") -> None:
         self._run(lambda now: self.core.release(now, reason))
 
+    def request_keyframe(self) -> bool:
+        """H.245 videoFastUpdatePicture toward the caller (see :meth:`H323Call.request_keyframe`)."""
+        sent: list[bool] = []
+        self._run(lambda now: sent.append(self.core.request_keyframe(now)))
+        return bool(sent and sent[0])
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _now(self) -> float:

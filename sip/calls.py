@@ -10,6 +10,7 @@ meeting) are ignored with a log line, because that race is normal.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
@@ -28,6 +29,8 @@ class EndReason(str, Enum):
     ACK_TIMEOUT = "ack-timeout"
     LOCAL_HANGUP = "local-hangup"
     TRANSPORT_ERROR = "transport-error"
+    #: No session refresh arrived in time (RFC 4028 10): we sent BYE with a Reason.
+    SESSION_EXPIRED = "session-expired"
 
 
 class CallState(str, Enum):
@@ -91,6 +94,14 @@ class InboundCall:
         self.state = CallState.OFFERED
         self.end_reason: EndReason | None = None
         self.answer_sdp: str | None = None
+        #: A new offer inside the confirmed dialog (re-INVITE or UPDATE, RFC 3261 14.2,
+        #: RFC 3311 5.2): return the answer SDP, or None to refuse it with 488 (the
+        #: session stays as it was).  Unset: the previous answer is repeated (a refresh).
+        self.on_offer: Callable[[InboundCall, SessionDescription], str | None] | None = None
+        #: The negotiated session interval in seconds (RFC 4028), None without session timers.
+        self.session_expires: int | None = None
+        #: Who refreshes the session: ``"uac"`` (the caller) or ``"uas"`` (the gateway).
+        self.session_refresher: str | None = None
 
     @property
     def ended(self) -> bool:

@@ -20,9 +20,18 @@ from dataclasses import dataclass
 
 import structlog
 
+from sip import info as sipinfo
+from sip import session_timer as st
 from sip.calls import CallState, EndReason, InboundCall
 from sip.dialog import Dialog, new_branch, new_tag
-from sip.events import CallEnded, CallOffered, Event, Transmit
+from sip.events import (
+    CallDtmf,
+    CallEnded,
+    CallKeyframeRequested,
+    CallOffered,
+    Event,
+    Transmit,
+)
 from sip.framing import FramingError, StreamFramer
 from sip.headers import Headers, split_list
 from sip.message import (
@@ -32,6 +41,7 @@ from sip.message import (
     make_response,
     parse_message,
 )
+from sip.ratelimit import SourceLimiter, Verdict
 from sip.sdp import SdpParseError, SessionDescription
 from sip.timers import TimerQueue, TimerValues
 from sip.transaction import (
@@ -42,18 +52,20 @@ from sip.transaction import (
     client_key,
     server_key,
 )
-from sip.uri import UriError, Via
+from sip.uri import NameAddr, UriError, Via
 
 log = structlog.get_logger("sip")
 
 #: Methods this UAS implements (sent in Allow, RFC 3261 20.5).
-ALLOW: tuple[str, ...] = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS")
+ALLOW: tuple[str, ...] = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "INFO")
 #: Methods we recognise but do not implement: 405 (RFC 3261 8.2.1); anything else is 501.
 KNOWN_METHODS = frozenset(ALLOW) | {
     "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
 }
-#: Option tags we support (RFC 3261 8.2.2.3); none yet, so every Require gets a 420.
-SUPPORTED: tuple[str, ...] = ()
+#: Option tags we support (RFC 3261 8.2.2.3): session timers (RFC 4028); others get a 420.
+SUPPORTED: tuple[str, ...] = ("timer",)
+#: RFC 3326 Reason of the BYE that ends a call whose session refreshes stopped (RFC 4028 10).
+SESSION_EXPIRED_REASON = 'SIP;cause=408;text="Session timer expired"'
 _UNSPECIFIED_HOSTS = ("", "0.0.0.0", "::", "[::]")
 
 
@@ -79,6 +91,12 @@ class _Leg:
     rtx_interval: float = 0.5
     hangup_pending: bool = False
     hangup_reason: str | None = None
+    #: What the INVITE asked for in session timers (RFC 4028 7.1), read when it arrived.
+    timer_request: st.TimerRequest | None = None
+    #: The session timer in force (RFC 4028 9), None without one.
+    timer: st.TimerAnswer | None = None
+    #: Our UPDATE refreshing the session (RFC 4028 7.4), while it is in progress.
+    refresh_tx: Transaction | None = None
 
 
 class SipEndpoint:
@@ -108,6 +126,8 @@ class SipEndpoint:
         self._events: deque[Event] = deque()
         #: Called after an application action produced output (the transport flushes).
         self.on_output: Callable[[], None] | None = None
+        #: Per-source limits on new INVITEs and OPTIONS (:mod:`sip.ratelimit`); None: off.
+        self.rate_limiter: SourceLimiter | None = SourceLimiter()
 
     # ------------------------------------------------------------------ public sans-IO API
     def add_listener(self, transport: str, host: str, port: int) -> None:
@@ -171,7 +191,10 @@ class SipEndpoint:
                 if isinstance(owner, Transaction):
                     self._run(owner, owner.timer_fired(name, t), t)
                 elif isinstance(owner, InboundCall):
-                    self._call_timer(owner, name, t)
+                    if name.startswith("session-"):
+                        self._session_timer(owner, name, t)
+                    else:
+                        self._call_timer(owner, name, t)
             except Exception:
                 log.exception("sip.timer.error", timer=name)
 
@@ -244,9 +267,16 @@ class SipEndpoint:
         if req.method == "CANCEL":
             self._on_cancel(req, dest, key, now)
             return
+        verdict = self._rate_check(req, dest, now)
+        if verdict is Verdict.DROP:
+            return
         tx = Transaction("ist" if req.method == "INVITE" else "nist", req, dest, self._timers,
                          self._values, key)
         self._server_txs[key] = tx
+        if verdict is Verdict.REFUSE:  # RFC 3261 21.5.4 503 + 20.33 Retry-After
+            self._respond(tx, 503, now, headers=[
+                ("Retry-After", str(self.rate_limiter.retry_after(req.method)))])
+            return
         if req.method not in ALLOW:
             status = 405 if req.method in KNOWN_METHODS else 501
             log.info("sip.request.unsupported", method=req.method, status=status)
@@ -263,6 +293,8 @@ class SipEndpoint:
             self._on_invite(req, tx, dest, now)
         elif req.method == "BYE":
             self._on_bye(req, tx, now)
+        elif req.method in ("UPDATE", "INFO"):
+            self._on_in_dialog(req, tx, now)
         else:
             self._on_options(tx, now)
 
@@ -295,9 +327,13 @@ class SipEndpoint:
                 log.info("sip.request.invalid", reason=f"bad SDP: {exc}", call_id=req.call_id)
                 self._respond(tx, 400, now, reason="Malformed SDP")
                 return
+        timer_request = self._timer_request(req, tx, now)
+        if timer_request is None:
+            return
         call = InboundCall(self, req, transport=dest.transport, source=dest.addr, offer=offer,
                            local_tag=new_tag())
-        self._legs[call] = _Leg(call, tx, dest, rtx_interval=self._values.t1)
+        self._legs[call] = _Leg(call, tx, dest, rtx_interval=self._values.t1,
+                                timer_request=timer_request)
         self._invite_calls[tx.key] = call
         log.info("sip.invite.received", call_id=req.call_id, transport=dest.transport,
                  has_offer=offer is not None)
@@ -306,10 +342,12 @@ class SipEndpoint:
 
     def _on_reinvite(self, call: InboundCall, req: SipRequest, tx: Transaction,
                      now: float) -> None:
-        """Refresh: answer with the SDP we already sent (deeper re-INVITE is future work)."""
+        """re-INVITE in the confirmed dialog (RFC 3261 14.2): a new offer/answer and/or a
+        session refresh (RFC 4028 7.4); without ``call.on_offer`` the previous answer is repeated."""
         leg = self._legs[call]
-        if call.state is not CallState.CONFIRMED or leg.dialog is None:
-            # RFC 3261 14.2: an INVITE while one is still in progress.
+        if call.state is not CallState.CONFIRMED or leg.dialog is None \
+                or leg.pending_2xx is not None:
+            # RFC 3261 14.2: an INVITE while one is still in progress -> 500 + Retry-After.
             self._respond(tx, 500, now, headers=[("Retry-After", "1")])
             return
         cseq = req.cseq[0]
@@ -317,12 +355,268 @@ class SipEndpoint:
             self._respond(tx, 500, now, reason="CSeq out of order")
             return
         leg.dialog.remote_seq = cseq
-        log.info("sip.reinvite.answered", call_id=call.call_id, with_previous_answer=True)
+        answer = self._reoffer(call, leg, req, tx, now)
+        if answer is None:
+            return
+        self._update_target(leg, req)
         resp = self._respond(tx, 200, now, to_tag=call.local_tag,
-                             headers=self._dialog_headers(call, leg),
-                             body=(call.answer_sdp or "").encode(),
-                             content_type="application/sdp")
+                             headers=self._dialog_headers(call, leg) + self._timer_headers(leg),
+                             body=answer.encode(), content_type="application/sdp")
         self._start_2xx(call, leg, bytes(resp), cseq, now)
+        self._arm_session_timer(call, leg, now)
+
+    def _on_in_dialog(self, req: SipRequest, tx: Transaction, now: float) -> None:
+        """UPDATE (RFC 3311) and INFO (RFC 6086) inside an established dialog."""
+        call = self._dialogs.get((req.call_id, req.to_addr.tag or "", req.from_addr.tag or ""))
+        leg = self._legs.get(call) if call is not None else None
+        if call is None or leg is None or call.ended:
+            self._respond(tx, 481, now)
+            return
+        cseq = req.cseq[0]
+        remote_seq = leg.dialog.remote_seq if leg.dialog else call.invite.cseq[0]
+        if remote_seq is not None and cseq <= remote_seq:
+            self._respond(tx, 500, now, reason="CSeq out of order")  # RFC 3261 12.2.2
+            return
+        if leg.dialog is not None:
+            leg.dialog.remote_seq = cseq
+        if req.method == "INFO":
+            self._on_info(call, req, tx, now)
+            return
+        if call.state is not CallState.CONFIRMED or leg.dialog is None \
+                or leg.pending_2xx is not None:
+            # RFC 3311 5.2: an offer of ours not yet answered (the 2xx awaits its ACK, or the
+            # INVITE is unanswered) -> 500 with Retry-After between 0 and 10 s.
+            self._respond(tx, 500, now, headers=[("Retry-After", "2")])
+            return
+        answer: str | None = call.answer_sdp
+        if req.body:
+            answer = self._reoffer(call, leg, req, tx, now)
+            if answer is None:
+                return
+        else:
+            timer_request = self._timer_request(req, tx, now)
+            if timer_request is None:
+                return
+            self._renegotiate(leg, timer_request)
+        self._update_target(leg, req)
+        body = answer.encode() if req.body and answer else b""
+        self._respond(tx, 200, now, to_tag=call.local_tag,
+                      headers=[("Contact", self._contact(call, leg))] + self._timer_headers(leg),
+                      body=body, content_type="application/sdp")
+        log.info("sip.update.answered", call_id=call.call_id, with_offer=bool(req.body))
+        self._arm_session_timer(call, leg, now)
+
+    def _on_info(self, call: InboundCall, req: SipRequest, tx: Transaction, now: float) -> None:
+        """INFO (RFC 6086): legacy DTMF and picture_fast_update bodies, 200 or 415/469/400."""
+        if req.headers.get("Info-Package"):
+            # RFC 6086 4.2.2: we advertise no Info Packages, so every package is unsupported.
+            self._respond(tx, 469, now, reason="Bad Info Package", to_tag=call.local_tag)
+            return
+        ctype = sipinfo.content_type(req.headers.get("Content-Type"))
+        try:
+            what = sipinfo.classify(ctype, req.body)
+        except LookupError:
+            self._respond(tx, 415, now, to_tag=call.local_tag,
+                          headers=[("Accept", ", ".join(sipinfo.ACCEPTED_TYPES))])
+            return
+        except sipinfo.InfoBodyError as exc:
+            log.info("sip.info.invalid", call_id=call.call_id, reason=str(exc))
+            self._respond(tx, 400, now, reason="Bad INFO body", to_tag=call.local_tag)
+            return
+        self._respond(tx, 200, now, to_tag=call.local_tag)
+        if isinstance(what, sipinfo.DtmfInfo):
+            # The digit itself is never logged (it may be a PIN).
+            log.info("sip.info.dtmf", call_id=call.call_id, content_type=ctype)
+            self._events.append(CallDtmf(call, what.digit, "sip-info", what.duration_ms))
+        elif isinstance(what, sipinfo.KeyframeRequest):
+            log.info("sip.info.keyframe_request", call_id=call.call_id)
+            self._events.append(CallKeyframeRequested(call))
+
+    def _reoffer(self, call: InboundCall, leg: _Leg, req: SipRequest, tx: Transaction,
+                 now: float) -> str | None:
+        """The answer to a re-INVITE/UPDATE offer, or None when a final error was sent."""
+        timer_request = self._timer_request(req, tx, now)
+        if timer_request is None:
+            return None
+        offer: SessionDescription | None = None
+        if req.body:
+            if sipinfo.content_type(req.headers.get("Content-Type")) != "application/sdp":
+                self._respond(tx, 415, now, to_tag=call.local_tag,
+                              headers=[("Accept", "application/sdp")])
+                return None
+            try:
+                offer = SessionDescription.parse(req.body)
+            except SdpParseError as exc:
+                log.info("sip.request.invalid", reason=f"bad SDP: {exc}", call_id=call.call_id)
+                self._respond(tx, 400, now, reason="Malformed SDP", to_tag=call.local_tag)
+                return None
+        if leg.refresh_tx is not None and offer is not None:
+            # RFC 3261 14.1 / RFC 3311 5.2: our own request is in progress: glare -> 491.
+            self._respond(tx, 491, now, to_tag=call.local_tag)
+            return None
+        answer = call.answer_sdp or ""
+        if offer is not None and call.on_offer is not None:
+            try:
+                new = call.on_offer(call, offer)
+            except Exception:
+                log.exception("sip.reoffer.error", call_id=call.call_id)
+                new = None
+            if new is None:
+                log.info("sip.reoffer.refused", call_id=call.call_id, method=req.method)
+                self._respond(tx, 488, now, to_tag=call.local_tag)
+                return None
+            answer = new
+            call.offer = offer
+            call.answer_sdp = answer
+        self._renegotiate(leg, timer_request)
+        log.info("sip.reoffer.answered", call_id=call.call_id, method=req.method,
+                 new_answer=offer is not None and call.on_offer is not None)
+        return answer
+
+    def _timer_request(self, req: SipRequest, tx: Transaction, now: float
+                       ) -> st.TimerRequest | None:
+        """RFC 4028 8.1: parse the request's timers; 400 or 422 (None) when unusable."""
+        try:
+            treq = st.parse_request(req.headers)
+        except st.SessionTimerError as exc:
+            self._respond(tx, 400, now, reason="Bad Session-Expires")
+            log.info("sip.request.invalid", reason=str(exc), call_id=req.call_id)
+            return None
+        if st.too_small(treq):
+            self._respond(tx, 422, now, reason="Session Interval Too Small",
+                          headers=[("Min-SE", str(st.MIN_SE_FLOOR))])
+            log.info("sip.session_timer.too_small", call_id=req.call_id,
+                     interval=treq.interval, min_se=st.MIN_SE_FLOOR)
+            return None
+        return treq
+
+    def _renegotiate(self, leg: _Leg, treq: st.TimerRequest) -> None:
+        """A session refresh request (RFC 4028 7.4, 9) sets the timer anew; a refresh that
+        omits ``Supported: timer`` keeps what the dialog's first INVITE said it supports."""
+        if leg.timer is None and treq.interval is None:
+            return
+        if leg.timer_request is not None and leg.timer_request.supported and not treq.supported:
+            treq = st.TimerRequest(treq.interval, treq.refresher, treq.min_se, True)
+        leg.timer_request = treq
+        if treq.interval is None and leg.timer is not None:
+            treq = st.TimerRequest(leg.timer.interval, leg.timer.refresher, treq.min_se,
+                                   treq.supported)
+        leg.timer = st.negotiate(treq) or leg.timer
+
+    def _timer_headers(self, leg: _Leg) -> list[tuple[str, str]]:
+        """``Session-Expires`` (and ``Require: timer``) for a 2xx (RFC 4028 9)."""
+        if leg.timer is None:
+            return []
+        out = [("Session-Expires", leg.timer.header())]
+        if leg.timer.require:
+            out.append(("Require", "timer"))
+        return out
+
+    def _update_target(self, leg: _Leg, req: SipRequest) -> None:
+        """A target refresh request updates the remote target (RFC 3261 12.2.2)."""
+        contacts = req.headers.values("Contact")
+        if leg.dialog is not None and contacts:
+            try:
+                leg.dialog.remote_target = NameAddr.parse(contacts[0]).uri
+            except UriError:
+                pass
+
+    def _arm_session_timer(self, call: InboundCall, leg: _Leg, now: float) -> None:
+        """(Re)start the refresh or expiry timer after a 2xx refresh (RFC 4028 10)."""
+        self._timers.cancel((call, "session-refresh"))
+        self._timers.cancel((call, "session-expire"))
+        timer = leg.timer
+        call.session_expires = timer.interval if timer else None
+        call.session_refresher = timer.refresher if timer else None
+        if timer is None:
+            return
+        if timer.we_refresh:
+            self._timers.start((call, "session-refresh"), now + timer.refresh_after())
+        self._timers.start((call, "session-expire"), now + timer.expire_after())
+        log.debug("sip.session_timer.armed", call_id=call.call_id, interval=timer.interval,
+                  refresher=timer.refresher)
+
+    def _session_timer(self, call: InboundCall, name: str, now: float) -> None:
+        leg = self._legs.get(call)
+        if leg is None or call.ended:
+            return
+        if name == "session-refresh":
+            self._send_refresh(call, leg, now)
+        elif name == "session-expire":
+            self._session_expired(call, leg, now)
+
+    def _session_expired(self, call: InboundCall, leg: _Leg, now: float) -> None:
+        """RFC 4028 10: no refresh before the session expired -> BYE with a Reason."""
+        log.warning("sip.session_timer.expired", call_id=call.call_id,
+                    interval=leg.timer.interval if leg.timer else None)
+        leg.pending_2xx = None
+        self._cancel_call_timers(call)
+        self._send_bye(call, leg, SESSION_EXPIRED_REASON, now)
+        self._end(call, EndReason.SESSION_EXPIRED)
+        self._forget(call)
+        self._notify()
+
+    def _send_refresh(self, call: InboundCall, leg: _Leg, now: float) -> None:
+        """The gateway refreshes with UPDATE without a body (RFC 4028 7.4, RFC 3311)."""
+        if leg.dialog is None or leg.timer is None or leg.refresh_tx is not None:
+            return
+        host, port = self._local_hostport(call.invite, leg.dest)
+        branch = new_branch()
+        via = f"SIP/2.0/{leg.dest.transport.upper()} {_host(host)}:{port};branch={branch};rport"
+        extra = Headers([
+            ("Contact", self._contact(call, leg)),
+            # In our UPDATE we are the UAC: refresher=uac names the gateway (RFC 4028 7.4).
+            ("Session-Expires", f"{leg.timer.interval};refresher=uac"),
+            ("Min-SE", str(st.MIN_SE_FLOOR)),
+            ("Supported", "timer"),
+            ("User-Agent", self.server),
+        ])
+        update = leg.dialog.build_request("UPDATE", via, extra)
+        key = client_key(branch, "UPDATE")
+        tx = Transaction("nict", update, leg.dest, self._timers, self._values, key)
+        self._client_txs[key] = tx
+        leg.refresh_tx = tx
+        log.info("sip.session_timer.refresh_sent", call_id=call.call_id,
+                 interval=leg.timer.interval)
+        self._run(tx, tx.start_client(bytes(update), now), now)
+        self._notify()
+
+    def _refresh_result(self, tx: Transaction, resp: SipResponse | None, now: float) -> None:
+        """Our UPDATE's outcome: 2xx restarts the timer; 422 retries with the peer's Min-SE;
+        anything else (or a timeout) ends the session (RFC 4028 7.4, 10)."""
+        found = next(((c, lg) for c, lg in self._legs.items() if lg.refresh_tx is tx), None)
+        if found is None:
+            return
+        call, leg = found
+        leg.refresh_tx = None
+        if call.ended or leg.timer is None:
+            return
+        if resp is not None and 200 <= resp.status < 300:
+            se = resp.headers.get("Session-Expires")
+            if se:
+                try:
+                    treq = st.parse_request(resp.headers)
+                    if treq.interval and treq.interval >= st.MIN_SE_FLOOR:
+                        # The response's refresher is relative to our UPDATE: uac = gateway.
+                        who = "uac" if treq.refresher == "uas" else "uas"
+                        leg.timer = st.TimerAnswer(treq.interval, who, leg.timer.require)
+                except st.SessionTimerError:
+                    pass
+            log.info("sip.session_timer.refreshed", call_id=call.call_id, by="gateway")
+            self._arm_session_timer(call, leg, now)
+            return
+        if resp is not None and resp.status == 422:
+            try:
+                min_se = st.parse_request(resp.headers).min_se
+            except st.SessionTimerError:
+                min_se = leg.timer.interval
+            if min_se > leg.timer.interval:
+                leg.timer = st.TimerAnswer(min_se, leg.timer.refresher, leg.timer.require)
+                self._send_refresh(call, leg, now)
+                return
+        log.warning("sip.session_timer.refresh_failed", call_id=call.call_id,
+                    status=resp.status if resp is not None else None)
+        self._session_expired(call, leg, now)
 
     def _on_ack(self, req: SipRequest, now: float) -> None:
         """ACK for a 2xx: a transaction of its own, handled by the UAS core (13.3.1.4)."""
@@ -343,6 +637,7 @@ class SipEndpoint:
         if call.state is CallState.ANSWERED:
             call.state = CallState.CONFIRMED
             log.info("sip.call.confirmed", call_id=call.call_id)
+            self._arm_session_timer(call, leg, now)
         if leg.hangup_pending:
             self._send_bye(call, leg, leg.hangup_reason, now)
             self._forget(call)
@@ -431,8 +726,16 @@ class SipEndpoint:
         self._dialogs[leg.dialog.id] = call
         call.answer_sdp = answer_sdp
         call.state = CallState.ANSWERED
+        if leg.timer_request is not None:
+            leg.timer = st.negotiate(leg.timer_request)
+            if leg.timer is not None and leg.timer.we_refresh \
+                    and "UPDATE" not in {m.upper() for m in call.invite.headers.values("Allow")} \
+                    and leg.timer_request.refresher != "uas":
+                # We refresh with UPDATE only (RFC 4028 7.4); a peer that does not allow it
+                # and did not ask us to refresh gets no session timer (RFC 4028 9 lets us).
+                leg.timer = None
         resp = self._respond(leg.tx, 200, now, to_tag=call.local_tag,
-                             headers=self._dialog_headers(call, leg),
+                             headers=self._dialog_headers(call, leg) + self._timer_headers(leg),
                              body=answer_sdp.encode("utf-8"), content_type="application/sdp")
         log.info("sip.call.accepted", call_id=call.call_id)
         self._start_2xx(call, leg, bytes(resp), call.invite.cseq[0], now)
@@ -550,21 +853,29 @@ class SipEndpoint:
         for key in [k for k, c in self._dialogs.items() if c is call]:
             del self._dialogs[key]
         self._cancel_call_timers(call)
+        self._timers.cancel((call, "session-refresh"))
+        self._timers.cancel((call, "session-expire"))
 
     def _run(self, tx: Transaction, outputs: list, now: float) -> None:  # type: ignore[type-arg]
         for out in outputs:
             if out.kind == "send":
                 self._transmit(tx.dest, out.data)
             elif out.kind == "deliver" and out.response is not None:
-                if out.response.status >= 200:
+                if out.response.status >= 200 and tx.request.method == "UPDATE":
+                    self._refresh_result(tx, out.response, now)
+                elif out.response.status >= 200:
                     log.info("sip.bye.completed", status=out.response.status,
                              call_id=tx.request.call_id)
             elif out.kind == "timeout":
                 log.warning("sip.transaction.timeout", method=tx.request.method,
                             call_id=tx.request.call_id, state=tx.state.value)
+                if tx.request.method == "UPDATE":
+                    self._refresh_result(tx, None, now)
             elif out.kind == "fail":
                 log.warning("sip.transport.error", method=tx.request.method,
                             call_id=tx.request.call_id)
+                if tx.request.method == "UPDATE":
+                    self._refresh_result(tx, None, now)
             elif out.kind == "terminated":
                 table = self._client_txs if tx.kind == "nict" else self._server_txs
                 if table.get(tx.key) is tx:
@@ -629,6 +940,18 @@ class SipEndpoint:
 
     def _our_host(self, req: SipRequest, dest: Destination) -> str:
         return _host(self._local_hostport(req, dest)[0])
+
+    def _rate_check(self, req: SipRequest, dest: Destination, now: float) -> Verdict:
+        """Flood limit for requests that create state: out-of-dialog INVITE and OPTIONS."""
+        if self.rate_limiter is None or req.method not in ("INVITE", "OPTIONS"):
+            return Verdict.ALLOW
+        if req.to_addr.tag:  # parse_message already checked To (RFC 3261 8.1.1.2)
+            return Verdict.ALLOW  # in-dialog (re-INVITE, keep-alive OPTIONS)
+        verdict = self.rate_limiter.check(dest.addr[0], req.method, now)
+        if verdict is not Verdict.ALLOW:
+            log.info("sip.request.rate_limited", method=req.method, verdict=verdict.value,
+                     transport=dest.transport)
+        return verdict
 
     def _stamp_via(self, req: SipRequest, dest: Destination) -> None:
         """RFC 3261 18.2.1 ``received`` and RFC 3581 4 ``rport`` on the top Via."""

@@ -46,3 +46,24 @@ class CallEnded(Event):
 
     call: InboundCall
     reason: EndReason
+
+
+@dataclass(frozen=True)
+class CallDtmf(Event):
+    """A DTMF digit from the dialog: SIP INFO (RFC 6086 legacy usage).
+
+    ``source`` is ``"sip-info"``; RFC 4733 digits come from the media path and
+    meet these in the application's one DTMF stream (:mod:`gateway.calls`).
+    """
+
+    call: InboundCall
+    digit: str
+    source: str
+    duration_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class CallKeyframeRequested(Event):
+    """The peer asked for a keyframe (SIP INFO ``picture_fast_update``, RFC 5168)."""
+
+    call: InboundCall

@@ -247,8 +247,13 @@ def build_answer(
     session_id: int | None = None,
     session_version: int | None = None,
     username: str = "roomgate",
+    video: VideoChoice | None = None,
+    video_port: int | None = None,
 ) -> SessionDescription:
-    """The RFC 3264 answer: one m-line per offered m-line, only the chosen audio one accepted.
+    """The RFC 3264 answer: one m-line per offered m-line, only the chosen audio one accepted
+    (and, when ``video``/``video_port`` are given, the chosen main video line, see
+    :func:`choose_video`; without them every video line is refused with port 0, RFC 3264 6,
+    because the bridge carries no video yet).
 
     ``session_id``/``session_version`` default to one random 62-bit number
     (RFC 8866 5.2 recommends an NTP-like unique value; the version only has to
@@ -273,6 +278,8 @@ def build_answer(
     for i, m in enumerate(offer.media):
         if i == chosen:
             answer.media.append(_audio_answer(m, choice, local_port))
+        elif video is not None and video_port and i == video.media_index:
+            answer.media.append(_video_answer(m, video, video_port))
         else:
             answer.media.append(MediaDescription(
                 media=m.media, port=0, proto=m.proto, formats=m.formats[:1] or ["0"],
@@ -297,3 +304,179 @@ def _audio_answer(m: MediaDescription, choice: AudioChoice, local_port: int) -> 
     attrs.append((_MIRROR.get(m.direction, "sendrecv"), None))
     return MediaDescription(media="audio", port=local_port, proto=m.proto, formats=formats,
                             attributes=attrs)
+
+
+# ---------------------------------------------------------------------------- video
+#: Whether the gateway accepts video m-lines.  The bridge carries no video yet, so this is
+#: off and every video line is answered with port 0; the media issue switches it on.
+VIDEO_ENABLED = False
+
+#: Feedback (RFC 4585 4.2) we can honour on a video stream, in answer order: generic NACK,
+#: PLI (RFC 4585 6.3.1), FIR (RFC 5104 7.1), REMB (draft-alvestrand-rmcat-remb).
+VIDEO_FEEDBACK: tuple[str, ...] = ("nack", "nack pli", "ccm fir", "goog-remb")
+#: H.264 parameters we send back (RFC 6184 8.1): the level we decode up to is the offer's
+#: ``profile-level-id`` (answered as offered, 8.2.2), and these limits when the offer has them.
+_H264_ANSWER_PARAMS = ("profile-level-id", "packetization-mode", "max-fs", "max-mbps")
+#: Largest picture and rate we announce (1080p30: 8160 macroblocks, 244800 macroblocks/s).
+MAX_FS = 8160
+MAX_MBPS = 244800
+#: Highest video bandwidth we accept, kb/s (b=AS, RFC 8866 5.8) and b/s (b=TIAS, RFC 3890).
+MAX_VIDEO_KBPS = 2048
+
+
+@dataclass(frozen=True)
+class VideoChoice:
+    """The main video stream we agreed to (RFC 3264 6.1): one codec with its answer fmtp,
+    the RTCP feedback both sides support (RFC 4585 4.2), the bandwidth cap and the peer's
+    address.  ``media_index`` is the offer's m-line this answers."""
+
+    payload_type: int
+    encoding: str
+    clock_rate: int
+    fmtp: str | None
+    feedback: tuple[str, ...]
+    bandwidth_kbps: int | None
+    remote_address: str
+    remote_port: int
+    media_index: int
+    crypto: CryptoChoice | None = None
+
+
+def _content(m: MediaDescription) -> str | None:
+    """``a=content`` (RFC 4796): main, slides, alt, speaker, sl."""
+    value = m.attribute("content")
+    return value.strip().lower() if value else None
+
+
+def _fmtp_params(text: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in (text or "").split(";"):
+        name, sep, value = part.strip().partition("=")
+        if name:
+            out[name.strip().lower()] = value.strip() if sep else ""
+    return out
+
+
+def _h264_fmtp(offered: str | None) -> str | None:
+    """Our fmtp for an offered H.264 payload type (RFC 6184 8.1, 8.2.2): the offer's
+    profile-level-id and packetization-mode, max-fs/max-mbps capped at what we take."""
+    params = _fmtp_params(offered)
+    out: list[str] = []
+    if "profile-level-id" in params:
+        out.append(f"profile-level-id={params['profile-level-id']}")
+    out.append(f"packetization-mode={params.get('packetization-mode', '0') or '0'}")
+    for name, cap in (("max-fs", MAX_FS), ("max-mbps", MAX_MBPS)):
+        if name in params and params[name].isdigit():
+            out.append(f"{name}={min(int(params[name]), cap)}")
+    return ";".join(out)
+
+
+def _feedback(m: MediaDescription, pt: int) -> tuple[str, ...]:
+    """The offer's ``a=rtcp-fb`` for ``pt`` or ``*`` that we support, in our order
+    (RFC 4585 4.2: feedback not offered is not answered).  Only in AVPF profiles."""
+    if not m.proto.upper().endswith("AVPF"):
+        return ()
+    offered: set[str] = set()
+    for value in m.attribute_values("rtcp-fb"):
+        fmt, _, kind = value.strip().partition(" ")
+        if fmt in (str(pt), "*"):
+            offered.add(" ".join(kind.split()).lower())
+    return tuple(f for f in VIDEO_FEEDBACK if f in offered)
+
+
+def _bandwidth_kbps(m: MediaDescription) -> int | None:
+    """The stream's cap from ``b=AS`` (kb/s) or ``b=TIAS`` (b/s, RFC 3890), at most ours."""
+    best: int | None = None
+    for b in m.bandwidths:
+        kind, _, value = b.partition(":")
+        if not value.strip().isdigit():
+            continue
+        kbps = int(value) if kind.upper() == "AS" else int(value) // 1000 if \
+            kind.upper() == "TIAS" else None
+        if kbps is not None and kbps > 0:
+            best = kbps if best is None else min(best, kbps)
+    return min(best, MAX_VIDEO_KBPS) if best is not None else None
+
+
+def choose_video(
+    offer: SessionDescription,
+    preferred: tuple[str, ...] = ("H264", "VP8"),
+    *,
+    enabled: bool | None = None,
+) -> VideoChoice | None:
+    """Choose the main video stream (RFC 3264 6.1, RFC 4796 ``a=content:main`` or no
+    ``a=content``; ``slides`` lines are never taken, they belong to BFCP presentations,
+    RFC 8855) and its codec: H.264 (RFC 6184; packetization-mode 0 or 1, preferring 1 when
+    both are offered) or VP8 (RFC 7741), in our ``preferred`` order.
+
+    Returns None when video is switched off (``enabled``, default :data:`VIDEO_ENABLED`),
+    when no video is offered or nothing in it is usable -- the answer then refuses every video
+    line with port 0, which never fails the call.  SDES-keyed video lines carry the same
+    choice as audio (``crypto``); DTLS-SRTP lines are not taken.
+    """
+    if not (VIDEO_ENABLED if enabled is None else enabled):
+        return None
+    for i, m in enumerate(offer.media):
+        if m.media.lower() != "video" or m.port == 0 or _content(m) not in (None, "main"):
+            continue
+        if m.proto.upper() not in _RTP_PROTOS or not m.connection_address:
+            continue
+        if _section_security(offer, m) == "dtls":
+            continue
+        crypto_values = m.attribute_values("crypto")
+        crypto = choose_crypto(crypto_values)[0] if crypto_values else None
+        if m.proto.upper() in _SECURE_PROTOS and crypto is None:
+            continue
+        picked = _pick_video(m, preferred)
+        if picked is None:
+            continue
+        pt, enc, fmtp = picked
+        return VideoChoice(
+            payload_type=pt, encoding=enc, clock_rate=90000, fmtp=fmtp,
+            feedback=_feedback(m, pt), bandwidth_kbps=_bandwidth_kbps(m),
+            remote_address=m.connection_address, remote_port=m.port, media_index=i,
+            crypto=crypto,
+        )
+    return None
+
+
+def _pick_video(m: MediaDescription, preferred: tuple[str, ...]
+                ) -> tuple[int, str, str | None] | None:
+    rtpmaps = m.rtpmap
+    fmtps = m.fmtp
+    for want in (p.upper() for p in preferred):
+        found: list[int] = []
+        for fmt in m.formats:
+            rm = rtpmaps.get(int(fmt)) if fmt.isdigit() else None
+            if rm is not None and rm.encoding.upper() == want and rm.clock_rate == 90000:
+                found.append(rm.payload_type)
+        if not found:
+            continue
+        if want == "H264":
+            modes = {pt: _fmtp_params(fmtps.get(pt)).get("packetization-mode", "0") or "0"
+                     for pt in found}
+            usable = [pt for pt in found if modes[pt] in ("0", "1")]
+            if not usable:
+                continue
+            pt = next((p for p in usable if modes[p] == "1"), usable[0])
+            return pt, "H264", _h264_fmtp(fmtps.get(pt))
+        return found[0], want, None
+    return None
+
+
+def _video_answer(m: MediaDescription, video: VideoChoice, port: int) -> MediaDescription:
+    pt = video.payload_type
+    attrs: list[tuple[str, str | None]] = [("rtpmap", f"{pt} {video.encoding}/{video.clock_rate}")]
+    if video.fmtp:
+        attrs.append(("fmtp", f"{pt} {video.fmtp}"))
+    attrs += [("rtcp-fb", f"{pt} {fb}") for fb in video.feedback]
+    if video.crypto is not None:
+        attrs.append(("crypto", video.crypto.local.to_sdp()))
+    if _content(m) is not None:  # RFC 4796 5: echo the role of the line the offer marked
+        attrs.append(("content", "main"))
+    attrs.append((_MIRROR.get(m.direction, "sendrecv"), None))
+    bandwidths: list[str] = []
+    if video.bandwidth_kbps is not None:
+        bandwidths = [f"AS:{video.bandwidth_kbps}", f"TIAS:{video.bandwidth_kbps * 1000}"]
+    return MediaDescription(media="video", port=port, proto=m.proto, formats=[str(pt)],
+                            bandwidths=bandwidths, attributes=attrs)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from sip.calls import EndReason, InboundCall
 from sip.endpoint import SipEndpoint
-from sip.events import CallEnded, CallOffered, Transmit
+from sip.events import CallDtmf, CallEnded, CallKeyframeRequested, CallOffered, Transmit
 from sip.message import SipRequest, SipResponse, parse_message
 from sip.timers import TimerValues
 
@@ -39,6 +39,8 @@ class RecordingHandler:
     def __init__(self, on_incoming: Callable[[InboundCall], None] | None = None) -> None:
         self.offered: list[InboundCall] = []
         self.ended: list[tuple[InboundCall, EndReason]] = []
+        self.digits: list[tuple[InboundCall, str, str]] = []
+        self.keyframes: list[InboundCall] = []
         self.on_incoming = on_incoming
 
     def incoming_call(self, call: InboundCall) -> None:
@@ -48,6 +50,12 @@ class RecordingHandler:
 
     def call_ended(self, call: InboundCall, reason: EndReason) -> None:
         self.ended.append((call, reason))
+
+    def dtmf(self, call: InboundCall, digit: str, source: str) -> None:
+        self.digits.append((call, digit, source))
+
+    def keyframe_requested(self, call: InboundCall) -> None:
+        self.keyframes.append(call)
 
 
 class Harness:
@@ -75,6 +83,10 @@ class Harness:
                 self.handler.incoming_call(event.call)
             elif isinstance(event, CallEnded):
                 self.handler.call_ended(event.call, event.reason)
+            elif isinstance(event, CallDtmf):
+                self.handler.dtmf(event.call, event.digit, event.source)
+            elif isinstance(event, CallKeyframeRequested):
+                self.handler.keyframe_requested(event.call)
         self.sent.extend(out)
         return out
 

@@ -26,7 +26,7 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 
 from sip.calls import CallHandler
 from sip.endpoint import SipEndpoint
-from sip.events import CallEnded, CallOffered
+from sip.events import CallDtmf, CallEnded, CallKeyframeRequested, CallOffered
 from sip.timers import TimerValues
 
 log = structlog.get_logger("sip")
@@ -281,6 +281,11 @@ class SipService:
                     self._handler.incoming_call(event.call)
                 elif isinstance(event, CallEnded):
                     self._handler.call_ended(event.call, event.reason)
+                elif isinstance(event, CallDtmf) and hasattr(self._handler, "dtmf"):
+                    self._handler.dtmf(event.call, event.digit, event.source)
+                elif isinstance(event, CallKeyframeRequested) \
+                        and hasattr(self._handler, "keyframe_requested"):
+                    self._handler.keyframe_requested(event.call)
             except Exception:
                 log.exception("sip.handler.error", event=type(event).__name__,
                               call_id=getattr(getattr(event, "call", None), "call_id", None))

@@ -102,6 +102,21 @@ async def _remove_participant(svc: ControlService, p: dict[str, str]) -> Reply:
     return Reply(200, result.body)
 
 
+async def _admit_participant(svc: ControlService, p: dict[str, str]) -> Reply:
+    result = await svc.admit_participant(p["meeting"], p["participant"])
+    if not result.found:
+        return _error(404, "not_found", "no such caller waiting in this meeting's lobby")
+    return Reply(200, result.body)
+
+
+async def _reload_policy(svc: ControlService, _: dict[str, str]) -> Reply:
+    result = svc.reload_policy()
+    if not result.found:
+        return _error(404, "not_found", "policy reload is not available on this gateway")
+    # 422: the file was read but refused; the old policy is still in force (errors say why).
+    return Reply(200 if result.body.get("reloaded") else 422, result.body)
+
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", re.compile(r"/api/v1/health"), "read", _health),
     Route("GET", re.compile(r"/api/v1/ready"), "read", _ready),
@@ -111,10 +126,13 @@ ROUTES: tuple[Route, ...] = (
           action="meeting.end"),
     Route("DELETE", re.compile(rf"/api/v1/meetings/(?P<meeting>{_ID})/participants/(?P<participant>{_ID})"),
           "operate", _remove_participant, action="participant.remove"),
+    Route("POST", re.compile(rf"/api/v1/meetings/(?P<meeting>{_ID})/participants/(?P<participant>{_ID})/admit"),
+          "operate", _admit_participant, action="participant.admit"),
+    Route("POST", re.compile(r"/api/v1/policy/reload"), "admin", _reload_policy, action="policy.reload"),
 )
 
 _OUTCOMES = {200: "ok", 400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-             405: "bad_request", 503: "ok"}
+             405: "bad_request", 422: "bad_request", 503: "ok"}
 
 
 def bearer_token(request: Request) -> str | None:
@@ -178,7 +196,7 @@ class ControlApiResource(_AsyncResource):
         if self._metrics is not None:
             self._metrics.api_request(method, _OUTCOMES.get(reply.status, "error"))
         if route is not None and route.action is not None:
-            target = f"meeting/{params['meeting']}"
+            target = f"meeting/{params['meeting']}" if "meeting" in params else route.action.split(".")[0]
             if "participant" in params:
                 target += f"/participant/{params['participant']}"
             log.info("audit.command", token=who.id if who else None, action=route.action, target=target,

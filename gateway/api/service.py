@@ -56,10 +56,12 @@ class ControlService:
     """The operations behind ``/api/v1``. ``ready`` reports each readiness check by name."""
 
     def __init__(self, controller: Controller, core: Core | None,
-                 ready: Callable[[], dict[str, bool]]) -> None:
+                 ready: Callable[[], dict[str, bool]], *,
+                 reload_policy: Callable[[str], Any] | None = None) -> None:
         self._controller = controller
         self._core = core
         self._ready = ready
+        self._reload_policy = reload_policy
 
     @property
     def roster(self) -> Roster:
@@ -99,10 +101,16 @@ class ControlService:
                         "by_protocol": by_protocol})
         return {"meetings": out}
 
+    def _lobby(self, meeting: str) -> list[dict[str, str]]:
+        """Legacy callers waiting in the meeting's lobby (``lobby: true``), by id only."""
+        waiting = getattr(self._controller, "lobby", None)
+        return list(waiting(meeting)) if waiting is not None else []
+
     def meeting(self, meeting: str) -> dict[str, Any] | None:
-        if meeting not in self._meeting_ids():
+        lobby = self._lobby(meeting)
+        if meeting not in self._meeting_ids() and not lobby:
             return None
-        return {
+        return ({"lobby": lobby} if lobby else {}) | {
             "id": meeting,
             "participants": [p.snapshot() for p in self.roster.participants(meeting)],
             "webrtc_participants": [{"id": pid, "protocol": "webrtc",
@@ -135,6 +143,23 @@ class ControlService:
                     await self._leave_core(meeting, p.id)
             return CommandResult(True, {"id": participant_id, "meeting": meeting, "protocol": "webrtc"})
         return CommandResult(False, {})
+
+    async def admit_participant(self, meeting: str, participant_id: str) -> CommandResult:
+        """Let a legacy caller waiting in the lobby join; ``found`` False if none waits by that id."""
+        admit = getattr(self._controller, "admit_participant", None)
+        if admit is None or not admit(meeting, participant_id):
+            return CommandResult(False, {})
+        return CommandResult(True, {"id": participant_id, "meeting": meeting, "admitted": True})
+
+    def reload_policy(self) -> CommandResult:
+        """Reload the policy file (``Gateway.reload_policy``); ``found`` False when reload is not
+        wired (a gateway without a policy file); the body says whether it was swapped in."""
+        if self._reload_policy is None:
+            return CommandResult(False, {})
+        result = self._reload_policy("api")
+        if result is None:
+            return CommandResult(False, {})
+        return CommandResult(True, result.body())
 
     async def _leave_core(self, meeting: str, participant_id: str) -> int:
         from gateway.core.errors import UnknownParticipant

@@ -19,6 +19,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from bridge.ice import rtc_configuration
 from gateway.core.errors import (
+    BadLegDescription,
     BadMeetingId,
     BadParticipantId,
     BadSdp,
@@ -34,6 +35,9 @@ MEETING_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 """Meeting ids appear in URLs, logs and SIP request-URIs: keep them to a charset safe in all three."""
 
 PARTICIPANT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: What a WHIP publisher can say it is (``?leg=``) and how its media reached the gateway (``?enc=``).
+LEGS = ("webrtc", "sip", "h323")
+ENCRYPTIONS = ("dtls-srtp", "sdes-srtp", "plain")
 
 MAX_SDP_BYTES = 64 * 1024
 
@@ -101,9 +105,18 @@ class ConferenceCore:
 
     # -- joining and leaving ------------------------------------------------------------------------
 
-    async def publish(self, meeting_id: str, offer: str, *, display_name: str | None = None) -> Answer:
-        """WHIP: answer a publisher's offer; its audio joins the meeting's mix, its video the switch."""
-        return await self._join(meeting_id, "whip", offer, display_name=display_name, exclude=None)
+    async def publish(self, meeting_id: str, offer: str, *, display_name: str | None = None,
+                      leg: str = "webrtc", encryption: str = "dtls-srtp") -> Answer:
+        """WHIP: answer a publisher's offer; its audio joins the meeting's mix, its video the switch.
+
+        ``leg``/``encryption`` say what the publisher is behind a gateway (``sip``, ``plain``), so
+        the meeting page can show each participant's encryption (``LEGS``/``ENCRYPTIONS``)."""
+        if leg not in LEGS or encryption not in ENCRYPTIONS:
+            raise BadLegDescription(f"leg must be one of {', '.join(LEGS)} and enc one of "
+                                    f"{', '.join(ENCRYPTIONS)}")
+        # Set at creation, never after: a plain caller must not show as encrypted for a moment.
+        return await self._join(meeting_id, "whip", offer, display_name=display_name, exclude=None,
+                                leg=leg, encryption=encryption)
 
     async def subscribe(self, meeting_id: str, offer: str, *, exclude: str | None = None,
                         display_name: str | None = None) -> Answer:
@@ -130,7 +143,8 @@ class ConferenceCore:
     # -- internals --------------------------------------------------------------------------------
 
     async def _join(self, meeting_id: str, kind: ParticipantKind, offer: str, *,
-                    display_name: str | None, exclude: str | None) -> Answer:
+                    display_name: str | None, exclude: str | None, leg: str = "webrtc",
+                    encryption: str = "dtls-srtp") -> Answer:
         check_meeting_id(meeting_id)
         _check_offer(offer)
         if self._closed:
@@ -147,6 +161,7 @@ class ConferenceCore:
         participant = Participant(
             id=secrets.token_urlsafe(12), kind=kind, pc=pc,
             display_name=display_name[:64] if display_name else None, exclude=exclude,
+            leg=leg, encryption=encryption,
         )
         meeting.add(participant)
         pc.on("track", lambda track: meeting.attach_incoming(participant, track))

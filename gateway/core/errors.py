@@ -52,3 +52,9 @@ class CoreClosed(CoreError):
     """The core is shutting down and accepts no new participants."""
 
     status = 503
+
+
+class BadLegDescription(CoreError):
+    """A WHIP ``?leg=``/``?enc=`` outside their vocabularies (the page's indicator depends on them)."""
+
+    status = 400

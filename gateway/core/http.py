@@ -8,6 +8,7 @@ Routes (the contract in docs/ARCHITECTURE.md)::
     DELETE  /whep/<meeting>/<id>         -> 200 (404 if unknown)
     OPTIONS /whip/..., /whep/...         CORS preflight -> 204
     GET     /m/<meeting>                 the meeting page
+    GET     /m/<meeting>/participants    JSON: each publisher's name, leg and encryption (no ids, no IPs)
     GET     /static/<file>               the page's JS/CSS
     GET     /healthz                     -> 200 "ok"
 
@@ -21,6 +22,7 @@ The global reactor is never imported: it is handed in.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -186,12 +188,14 @@ class SignallingResource(Resource):
             if exclude is not None and not PARTICIPANT_ID.fullmatch(exclude):
                 raise BadParticipantId("exclude must be 1-64 characters of A-Z a-z 0-9 _ -")
             name = _arg(request, b"name")
+            leg = _arg(request, b"leg") or "webrtc" if self.kind == "whip" else "webrtc"
+            enc = _arg(request, b"enc") or "dtls-srtp" if self.kind == "whip" else "dtls-srtp"
         except CoreError as exc:
             return _send(request, _text(exc.status, exc.reason))
 
         async def handle() -> _Response:
             if self.kind == "whip":
-                answer = await self.core.publish(meeting_id, offer, display_name=name)
+                answer = await self.core.publish(meeting_id, offer, display_name=name, leg=leg, encryption=enc)
             else:
                 answer = await self.core.subscribe(meeting_id, offer, exclude=exclude, display_name=name)
             location = f"/{self.kind}/{meeting_id}/{answer.participant_id}"
@@ -232,16 +236,23 @@ class SignallingResource(Resource):
 
 
 class MeetingPageResource(Resource):
-    """``/m/<meeting>``: the meeting page (static HTML; the script reads the meeting id from the URL)."""
+    """``/m/<meeting>``: the meeting page (static HTML; the script reads the meeting id from the URL),
+    and ``/m/<meeting>/participants``, the roster the page polls for its encryption indicators."""
 
     isLeaf = True
 
-    def __init__(self, static_dir: Path) -> None:
+    def __init__(self, static_dir: Path, core: ConferenceCore | None = None) -> None:
         super().__init__()
         self.static_dir = static_dir
+        self.core = core
 
     def render_GET(self, request: Request) -> bytes:
         segments = _path(request)
+        if len(segments) == 2 and segments[1] == "participants" and self.core is not None:
+            try:
+                return _send(request, self._participants(check_meeting_id(segments[0])))
+            except CoreError as exc:
+                return _send(request, _text(exc.status, exc.reason))
         if len(segments) != 1:
             return _send(request, _text(404, "GET /m/<meeting>"))
         try:
@@ -255,6 +266,19 @@ class MeetingPageResource(Resource):
             b"X-Content-Type-Options": b"nosniff",
             b"Referrer-Policy": b"no-referrer",
         }))
+
+
+    def _participants(self, meeting_id: str) -> _Response:
+        """Publishers only (a WHEP subscriber is the same person's playback), in join order.
+
+        No core ids: they are the capability to ``DELETE /whip/<meeting>/<id>``, and this page is
+        unauthenticated.  No addresses either; a legacy caller's name is the gateway's pseudonym."""
+        assert self.core is not None
+        shown = [{"name": p.display_name or "Guest", "leg": p.leg, "encryption": p.encryption,
+                  "encrypted_to_gateway": p.encryption != "plain"}
+                 for p in self.core.roster(meeting_id) if p.kind == "whip"]
+        body = json.dumps({"meeting": meeting_id, "participants": shown}).encode("utf-8")
+        return _Response(200, body, {b"Content-Type": b"application/json"})
 
 
 class StaticResource(Resource):
@@ -322,7 +346,7 @@ def build_core_resource(core: ConferenceCore, *, reactor: Any, static_dir: Path 
     children: dict[bytes, Resource] = {
         b"whip": SignallingResource(core, "whip"),
         b"whep": SignallingResource(core, "whep"),
-        b"m": MeetingPageResource(static),
+        b"m": MeetingPageResource(static, core),
         b"static": StaticResource(static),
         b"healthz": HealthResource(),
     }

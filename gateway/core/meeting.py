@@ -47,6 +47,11 @@ class ParticipantInfo:
     created: float
     """Wall-clock join time (``time.time()``), for display only."""
     exclude: str | None = None
+    leg: str = "webrtc"
+    """``webrtc`` for a browser (or any WHIP client); ``sip``/``h323`` for a gateway's legacy caller."""
+    encryption: str = "dtls-srtp"
+    """How the media is protected *before* it reaches the gateway: a browser is ``dtls-srtp`` end to
+    end to the gateway; a legacy caller's leg is ``plain`` or ``sdes-srtp`` (what the gateway says)."""
 
 
 @dataclass
@@ -63,9 +68,12 @@ class Participant:
     audio: MixAudioTrack | None = None
     video: SwitchedVideoTrack | None = None
     has_audio_reader: bool = False
+    leg: str = "webrtc"
+    encryption: str = "dtls-srtp"
 
     def info(self) -> ParticipantInfo:
-        return ParticipantInfo(self.id, self.kind, self.display_name, self.created, self.exclude)
+        return ParticipantInfo(self.id, self.kind, self.display_name, self.created, self.exclude,
+                               self.leg, self.encryption)
 
 
 class Meeting:

@@ -52,11 +52,15 @@ async def call_with_webrtc_peer(
     srtp: str = "off",
     srtp_suite: str | None = None,
     rtp_port: int = 0,
+    during_recording: Callable[[], None] | None = None,
+    session_expires: int | None = None,
 ) -> tuple[PjsuaResult, Any]:
     """Dial ``meeting`` with pjsua sending 1 kHz while an aiortc participant publishes 440 Hz.
 
     ``transport`` is udp, tcp, tls or sips (see ``GatewayProcess.sip_uri``); ``srtp``,
-    ``srtp_suite`` and ``rtp_port`` go to pjsua as in ``run_pjsua_call``.
+    ``srtp_suite`` and ``rtp_port`` go to pjsua as in ``run_pjsua_call``.  ``during_recording``
+    runs in a worker thread while the WHEP side records (e.g. a signalling flood).
+    ``session_expires`` makes pjsua use RFC 4028 session timers with that interval.
 
     Returns the pjsua result (with its recording) and the WHEP subscriber's audio recorded
     (excluding the aiortc publisher itself) once the gateway said it answered the call.
@@ -71,13 +75,18 @@ async def call_with_webrtc_peer(
             gw.sip_uri(meeting, transport), codec=codec, play_wav=wav,
             record_wav=tmp_path / "caller-heard.wav", seconds=seconds,
             transport="tls" if transport == "sips" else transport,
-            timeout=seconds + 30, srtp=srtp, srtp_suite=srtp_suite, rtp_port=rtp_port))
+            timeout=seconds + 30, srtp=srtp, srtp_suite=srtp_suite, rtp_port=rtp_port,
+            session_expires=session_expires))
         await loop.run_in_executor(None, lambda: gw.wait_for_event("call.answered", timeout=30,
                                                                    meeting=meeting))
         if during_call is not None:
             await loop.run_in_executor(None, during_call)
         await asyncio.sleep(0.5)  # let the first packets through the jitter of a fresh leg
+        side = (loop.run_in_executor(None, during_recording)
+                if during_recording is not None else None)
         heard = await subscriber.record(min(2.5, seconds - 1.5))
+        if side is not None:
+            await side
         result = await call
     finally:
         await subscriber.close()

@@ -53,14 +53,14 @@ HOST = "127.0.0.1"
 READY_MARK = "PJSUA_AGENT_READY"
 
 
-def _warning_from_message(whole_msg: str) -> str | None:
-    """The value of the Warning header of a raw SIP message (None when there is none)."""
+def _warning_from_message(whole_msg: str, header: str = "warning") -> str | None:
+    """The value of the Warning (or ``header``) header of a raw SIP message (None when there is none)."""
     head = whole_msg.split("\r\n\r\n", 1)[0]
     # Unfold continuation lines (RFC 3261 7.3.1) before matching.
     head = re.sub(r"\r\n[ \t]+", " ", head)
     for line in head.split("\r\n")[1:]:
         name, sep, value = line.partition(":")
-        if sep and name.strip().lower() == "warning":
+        if sep and name.strip().lower() == header:
             return value.strip()
     return None
 
@@ -87,6 +87,8 @@ class Outcome:
         self.final_status = 0
         self.reason = ""
         self.warning: str | None = None
+        #: The ``Reason:`` header of a BYE the far end sent (RFC 3326), to check why it hung up.
+        self.bye_reason: str | None = None
         self.connected_at: float | None = None
         self.disconnected_at: float | None = None
         self.rx_rtp_packets: int | None = None
@@ -109,6 +111,7 @@ class Outcome:
             "final_status": self.final_status,
             "reason": self.reason,
             "warning": self.warning,
+            "bye_reason": self.bye_reason,
             "status_from_wire": self.status_from_wire,
             "duration_connected": duration,
             "rx_rtp_packets": self.rx_rtp_packets,
@@ -138,6 +141,7 @@ class AgentCall(pj.Call):
         msg = _rx_message_of(prm.e)
         if msg and msg.startswith("SIP/2.0 ") and " INVITE" in _cseq(msg):
             self._note_invite_response(msg)
+        self._note_bye(msg)
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED and not self.outcome.connected:
             self.outcome.connected = True
             self.outcome.connected_at = time.monotonic()
@@ -156,6 +160,11 @@ class AgentCall(pj.Call):
         msg = _rx_message_of(prm.e)
         if msg and msg.startswith("SIP/2.0 ") and " INVITE" in _cseq(msg):
             self._note_invite_response(msg)
+        self._note_bye(msg)
+
+    def _note_bye(self, msg: str | None) -> None:
+        if msg and msg.startswith("BYE ") and self.outcome.bye_reason is None:
+            self.outcome.bye_reason = _warning_from_message(msg, "reason")
 
     def _note_invite_response(self, msg: str) -> None:
         status_line = msg.split("\r\n", 1)[0]
@@ -314,6 +323,10 @@ class Agent:
                 crypto = pj.SrtpCrypto()
                 crypto.name = suite
                 acfg.mediaConfig.srtpOpt.cryptos.append(crypto)
+        if args.session_expires:  # RFC 4028 session timers, pjsua always asks for them
+            acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_ALWAYS
+            acfg.callConfig.timerSessExpiresSec = args.session_expires
+            acfg.callConfig.timerMinSESec = args.min_se or min(90, args.session_expires)
         acfg.natConfig.iceEnabled = False
         acfg.natConfig.sdpNatRewriteUse = False
         acfg.natConfig.viaRewriteUse = False
@@ -368,7 +381,23 @@ class Agent:
             self.poll(0.05)
         if call.outcome.connected:
             stay_until = min(call.outcome.connected_at + args.seconds, deadline + args.seconds)
+            # --dtmf "1000#,1234#": each comma-separated part is sent (RFC 4733, call.dialDtmf)
+            # --dtmf-pause seconds after the previous one (the first after connecting).
+            chunks = [c for c in (args.dtmf or "").split(",") if c]
+            next_dtmf = call.outcome.connected_at + args.dtmf_pause
             while not call.outcome.disconnected and time.monotonic() < stay_until:
+                if chunks and time.monotonic() >= next_dtmf:
+                    try:
+                        if args.dtmf_method == "info":  # SIP INFO (application/dtmf-relay)
+                            prm = pj.CallSendDtmfParam()
+                            prm.method = pj.PJSUA_DTMF_METHOD_SIP_INFO
+                            prm.digits = chunks.pop(0)
+                            call.sendDtmf(prm)
+                        else:
+                            call.dialDtmf(chunks.pop(0))
+                    except pj.Error as exc:
+                        call.outcome.error = f"dialDtmf failed: {exc.info()}"
+                    next_dtmf = time.monotonic() + args.dtmf_pause
                 self.poll(0.05)
         self.finish([call])
         return call.outcome
@@ -450,6 +479,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         s.add_argument("--user", default="pjsua" if mode == "call" else "answer")
         s.add_argument("--log-file", help="write pjsua's log here")
         s.add_argument("--log-level", type=int, default=4)
+        s.add_argument("--session-expires", type=int, default=0,
+                       help="RFC 4028 Session-Expires to ask for (0: session timers off)")
+        s.add_argument("--min-se", type=int, default=0, help="RFC 4028 Min-SE (0: pjsua's)")
+        if mode == "call":
+            s.add_argument("--dtmf", default=None,
+                           help='DTMF to send after connecting, RFC 4733; commas separate entries '
+                                'sent --dtmf-pause apart, e.g. "1000#,1234#"')
+            s.add_argument("--dtmf-pause", type=float, default=2.0,
+                           help="seconds before the first DTMF entry and between entries")
+            s.add_argument("--dtmf-method", choices=("rfc4733", "info"), default="rfc4733",
+                           help="send --dtmf as RFC 4733 events (default) or SIP INFO")
         if mode == "answer":
             s.add_argument("--answer-status", type=int, default=200)
             s.add_argument("--answer-warning", default=None,

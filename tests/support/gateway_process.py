@@ -59,10 +59,20 @@ def roomgate_command() -> list[str]:
 
 # -- ports --------------------------------------------------------------------------------------
 
+def _outside_media_ranges(port: int) -> bool:
+    """Signalling ports never fall in the block media ranges are taken from (the kernel's
+    ephemeral range overlaps it), or a gateway's config check would refuse the clash."""
+    return not MEDIA_LOW <= port < MEDIA_HIGH
+
+
 def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if _outside_media_ranges(port):
+            return port
+    raise RuntimeError("no free TCP port outside the media ranges")
 
 
 def free_sip_port() -> int:
@@ -71,6 +81,8 @@ def free_sip_port() -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.bind(("127.0.0.1", 0))
             port = u.getsockname()[1]
+            if not _outside_media_ranges(port):
+                continue
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
                 try:
                     t.bind(("127.0.0.1", port))

@@ -139,7 +139,10 @@ def run_pjsua_call(uri: str, *, codec: str | None = None, play_wav: Path | str |
                    transport: str = "udp", timeout: float = 20.0, srtp: str = "off",
                    log_file: Path | str | None = None, port: int = 0,
                    rtp_port: int = 0, srtp_suite: str | None = None,
-                   tls_cert: Path | str | None = None, tls_key: Path | str | None = None) -> PjsuaResult:
+                   tls_cert: Path | str | None = None, tls_key: Path | str | None = None,
+                   dtmf: str | None = None, dtmf_pause: float | None = None,
+                   dtmf_method: str = "rfc4733",
+                   session_expires: int | None = None) -> PjsuaResult:
     """Place one call with a real pjsua and wait for it to end.
 
     ``codec`` (PCMU|PCMA|G722) is the only codec offered; ``play_wav`` is looped into the call;
@@ -148,7 +151,10 @@ def run_pjsua_call(uri: str, *, codec: str | None = None, play_wav: Path | str |
     all). ``srtp`` is off|optional|mandatory (SDES); ``srtp_suite`` limits the SDES suites offered
     (comma-separated, e.g. ``AES_CM_128_HMAC_SHA1_32``). ``transport`` is udp, tcp or tls (TLS 1.2,
     server certificate not verified; ``tls_cert``/``tls_key`` are a client certificate to present).
-    ``log_file`` gets pjsua's own log.
+    ``log_file`` gets pjsua's own log.  ``dtmf`` ("1000#,1234#") is sent by RFC 4733 after
+    connecting, each comma-separated entry ``dtmf_pause`` seconds after the previous one
+    (``dtmf_method="info"``: by SIP INFO instead).  ``session_expires`` turns on RFC 4028
+    session timers (pjsua's ``timerUse`` always) with that interval.
     ``port`` is the local SIP port (0: any); ``rtp_port`` the local RTP port (0: a random one
     in 40000-58000; see ``free_rtp_port`` when a test must know it, e.g. to capture it).
     """
@@ -158,6 +164,14 @@ def run_pjsua_call(uri: str, *, codec: str | None = None, play_wav: Path | str |
         srtp_suite=srtp_suite)
     if tls_cert and tls_key:
         cmd += ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
+    if dtmf:
+        cmd += ["--dtmf", dtmf]
+    if dtmf_pause is not None:
+        cmd += ["--dtmf-pause", str(dtmf_pause)]
+    if dtmf_method != "rfc4733":
+        cmd += ["--dtmf-method", dtmf_method]
+    if session_expires:
+        cmd += ["--session-expires", str(session_expires)]
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout + seconds + 15)
     except subprocess.TimeoutExpired as exc:

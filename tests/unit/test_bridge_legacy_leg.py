@@ -144,3 +144,17 @@ def test_clock_catches_up_short_stalls_and_skips_long_ones() -> None:
     n, skipped = clock.due(1.0)  # a 0.9 s stall: one frame now, the rest skipped
     assert (n, skipped) == (1, 46)
     assert clock.next_deadline == pytest.approx(1.02)
+
+
+def test_latch_any_source_takes_the_first_accepted_packet_from_any_ip() -> None:
+    # With SRTP (where acceptance means authenticated, RFC 3711 3.3) the SDP IP does not gate
+    # the latch: a caller behind NAT names a private address (RFC 4961 symmetric RTP).
+    rx, c, _ = make_inbound(latch_any_source=True)
+    assert rx.receive(rtp(1), ("198.51.100.7", 40000)) is not None
+    assert rx.latched == ("198.51.100.7", 40000)
+    assert rx.receive(rtp(2), PEER) is None and c.dropped_wrong_source == 1
+
+
+def test_plain_rtp_does_not_latch_any_source_by_default() -> None:
+    rx, _, _ = make_inbound()
+    assert rx.latch_any_source is False

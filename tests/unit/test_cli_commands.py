@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_POLICY = ROOT / "config" / "policy.yaml"
 SHIPPED_CONFIG = ROOT / "config" / "gateway.yaml"
 
-GOOD = "version: 1\nunknown_meetings: defaults\nmeetings:\n  a: {}\n  b: {}\n  c: {legacy_media: require-srtp}\n"
+GOOD = "version: 1\nunknown_meetings: defaults\nmeetings:\n  a: {}\n  b: {}\n  c: {legacy_media: require-srtp, protocols: [sip]}\n"
 BAD = "version: 1\nmeetings:\n  a: {legacy_media: require-srpt}\n  b: {protocols: [sip], colour: red}\n"
 
 
@@ -49,7 +49,7 @@ def test_policy_check_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert out.out == ""
     assert out.err.splitlines() == [
         "policy.yaml:3:21: meetings.a.legacy_media: 'require-srpt' is not one of allow-plain, prefer-srtp, require-srtp",
-        "policy.yaml:4:25: meetings.b.colour: unknown key (expected one of: legacy_media, protocols, signaling)",
+        "policy.yaml:4:25: meetings.b.colour: unknown key (expected one of: legacy_media, protocols, signaling, audio_codecs, video_codecs, video, max_participants, pin, pin_attempts, lobby, anonymous_names, allowed_networks, recording, profile)",
     ]
 
 
@@ -71,7 +71,7 @@ def test_shipped_files_check_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "check", str(SHIPPED_POLICY)]) == 0
     assert main(["config", "check", str(SHIPPED_CONFIG)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].endswith("OK: version 1, 2 meetings, unknown meetings use defaults")
+    assert out[0].endswith("OK: version 1, 4 meetings, unknown meetings use defaults")
     assert out[1].startswith(f"{SHIPPED_CONFIG}: OK: sip/udp 127.0.0.1:5060, sip/tcp 127.0.0.1:5060, "
                              "sip/tls 127.0.0.1:5061, http 127.0.0.1:8080")
 
@@ -140,7 +140,7 @@ def test_installed_console_script(tmp_path: Path) -> None:
     ok = subprocess.run([str(script), "policy", "check", str(SHIPPED_POLICY)],
                         capture_output=True, text=True, timeout=60, check=False)
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout == f"{SHIPPED_POLICY}: OK: version 1, 2 meetings, unknown meetings use defaults\n"
+    assert ok.stdout == f"{SHIPPED_POLICY}: OK: version 1, 4 meetings, unknown meetings use defaults\n"
     bad = tmp_path / "policy.yaml"
     bad.write_text(BAD)
     res = subprocess.run([str(script), "policy", "check", "policy.yaml"], cwd=tmp_path,

@@ -169,3 +169,21 @@ def test_get_on_whip_is_405(root: Resource) -> None:
 
     with pytest.raises(UnsupportedMethod):
         root.children[b"whip"].render(req)
+
+
+@pytest.mark.parametrize("args", [{"leg": "skype"}, {"enc": "rot13"}, {"leg": "sip", "enc": "none"}])
+def test_whip_leg_and_enc_outside_their_vocabularies_are_400(root: Resource, args: dict[str, str]) -> None:
+    """The page's lock/warning depends on these: an unknown value is refused, never shown as a lock."""
+    req = request(root, "POST", "/whip/room1", b"v=0\r\n", content_type="application/sdp", args=args)
+    assert req.responseCode == 400 and "leg must be one of" in body(req), body(req)
+    core = root.children[b"whip"].core
+    assert core.meeting_ids() == []
+
+
+def test_participants_roster_is_json_without_ids(root: Resource) -> None:
+    req = request(root, "GET", "/m/room9/participants")
+    assert req.responseCode == 200 and header(req, "Content-Type") == "application/json"
+    import json
+
+    assert json.loads(body(req)) == {"meeting": "room9", "participants": []}
+    assert request(root, "GET", "/m/bad%20id/participants").responseCode == 400

@@ -54,8 +54,10 @@ def test_inheritance_from_defaults() -> None:
     assert m is not None
     assert m.legacy_media == "require-srtp"
     assert m.protocols == ("sip", "h323")  # inherited
-    assert m.origins == {"legacy_media": 'meetings."1001".legacy_media', "protocols": "defaults.protocols",
-                         "signaling": "defaults.signaling"}
+    assert {k: m.origins[k] for k in ("legacy_media", "protocols", "signaling")} == {
+        "legacy_media": 'meetings."1001".legacy_media', "protocols": "defaults.protocols",
+        "signaling": "defaults.signaling"}
+    assert all(m.origins[k] == f"defaults.{k}" for k in m.origins if k != "legacy_media")
     m2 = p.for_meeting("1002")
     assert m2 is not None and m2.legacy_media == "prefer-srtp" and m2.protocols == ("sip",)
     assert m2.rule("protocols") == 'meetings."1002".protocols=[sip]'
@@ -136,7 +138,7 @@ def test_real_boolean_is_reported_clearly() -> None:
 
 def test_unknown_key_reported_with_its_line() -> None:
     msgs = errors_of("version: 1\ndefaults:\n  legacy_media: allow-plain\n  protocol: [sip]\n")
-    assert msgs == ["policy.yaml:4:3: defaults.protocol: unknown key (expected one of: legacy_media, protocols, signaling)"]
+    assert msgs == ["policy.yaml:4:3: defaults.protocol: unknown key (expected one of: legacy_media, protocols, signaling, audio_codecs, video_codecs, video, max_participants, pin, pin_attempts, lobby, anonymous_names, allowed_networks, recording)"]
     (top,) = errors_of("version: 1\nmeeting: {}\n")
     assert top.startswith("policy.yaml:2:1: meeting: unknown key (expected one of: version,")
 

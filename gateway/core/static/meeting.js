@@ -7,7 +7,11 @@
 // ICE is not trickled: we wait for gathering to complete before each POST.
 //
 // For tests, window.roomgate exposes {state, stats()} where stats() resolves to
-// {audioBytesReceived, audioPacketsReceived, audioLevel} from the subscriber's inbound-rtp.
+// {audioBytesReceived, audioPacketsReceived, audioLevel} from the subscriber's inbound-rtp,
+// and {participants}: the last roster read from GET /m/<meeting>/participants (once a second).
+// Each participant gets an encryption indicator: a lock when its media is encrypted all the way
+// to the gateway (browsers: DTLS-SRTP; room systems: SDES-SRTP), a warning when a room system's
+// media reaches the gateway as plain RTP.
 "use strict";
 
 (() => {
@@ -18,7 +22,10 @@
     meeting: $("meeting"), state: $("state"), error: $("error"), join: $("join"), leave: $("leave"),
     unmute: $("unmute"), remoteVideo: $("remote-video"), localVideo: $("local-video"),
     remoteAudio: $("remote-audio"), stats: $("stats"), remoteVideoNote: $("remote-video-note"),
+    participants: $("participants"),
   };
+  const ENCRYPTED_TEXT = "encrypted end to end to the gateway";
+  const PLAIN_TEXT = "this room system's media is not encrypted before the gateway";
 
   const meeting = decodeURIComponent(location.pathname.split("/").filter(Boolean)[1] || "");
 
@@ -34,6 +41,7 @@
     whipId: null,
     whepId: null,
     stats: subscriberStats,
+    participants: [],
     join,
     leave,
   };
@@ -191,6 +199,45 @@
     }
   }
 
+  // One list item per publisher: name, what it is, and its lock or warning (text, not colour alone).
+  function renderParticipants(list) {
+    const items = list.map((p) => {
+      const li = document.createElement("li");
+      const secure = p.encrypted_to_gateway === true;
+      li.className = secure ? "enc-ok" : "enc-plain";
+      li.dataset.encryption = p.encryption;
+      li.dataset.leg = p.leg;
+      const icon = document.createElement("span");
+      icon.className = "enc-icon";
+      icon.setAttribute("aria-hidden", "true");
+      // Drawn by meeting.css (an SVG), so it shows without an emoji font; the text says it too.
+      icon.classList.add(secure ? "enc-icon-lock" : "enc-icon-warning");
+      const name = document.createElement("strong");
+      name.textContent = p.name;
+      const what = document.createElement("span");
+      what.className = "enc-leg";
+      what.textContent = p.leg === "webrtc" ? " (browser)" : ` (${p.leg.toUpperCase()} room system, ${p.encryption})`;
+      const note = document.createElement("span");
+      note.className = "enc-text";
+      note.textContent = ` \u2014 ${secure ? ENCRYPTED_TEXT : PLAIN_TEXT}`;
+      li.append(icon, " ", name, what, note);
+      return li;
+    });
+    el.participants.replaceChildren(...items);
+  }
+
+  async function refreshParticipants() {
+    try {
+      const response = await fetch(`/m/${encodeURIComponent(meeting)}/participants`, { cache: "no-store" });
+      if (!response.ok) return;
+      const body = await response.json();
+      roomgate.participants = body.participants || [];
+      renderParticipants(roomgate.participants);
+    } catch (err) {
+      console.warn("roster unavailable", err);
+    }
+  }
+
   el.meeting.textContent = meeting;
   el.join.addEventListener("click", join);
   el.leave.addEventListener("click", leave);
@@ -203,6 +250,8 @@
   window.addEventListener("pagehide", () => { if (whipUrl || whepUrl) leave(); });
   setInterval(renderStats, 1000);
   renderStats();
+  setInterval(refreshParticipants, 1000);
+  refreshParticipants();
 
   if (new URLSearchParams(location.search).get("autojoin") === "0") {
     el.join.hidden = false;
