@@ -21,7 +21,7 @@ import structlog
 
 from gateway import __version__
 from gateway.config import ConfigError, ConfigUnreadable, load_config
-from gateway.policy import SETTINGS, PolicyError, PolicyUnreadable, load_policy
+from gateway.policy import SETTINGS, Policy, PolicyError, PolicyUnreadable, load_policy
 
 EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
 #: ``policy explain``: the call would be refused (0 means admitted).
@@ -51,16 +51,23 @@ def _print_errors(messages: Sequence[str]) -> None:
         print(line, file=sys.stderr)
 
 
-def cmd_policy_check(args: argparse.Namespace) -> int:
+def _load_policy_or_report(path: str) -> Policy | int:
+    """The policy at ``path``, or the exit code after printing why it could not be loaded."""
     with _quiet_logs():
         try:
-            policy = load_policy(args.file)
+            return load_policy(path)
         except PolicyUnreadable as exc:
             print(f"roomgate: {exc}", file=sys.stderr)
             return EXIT_UNREADABLE
         except PolicyError as exc:
             _print_errors([str(e) for e in exc.errors])
             return EXIT_INVALID
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    policy = _load_policy_or_report(args.file)
+    if isinstance(policy, int):
+        return policy
     _print_errors([str(w) for w in policy.warnings])  # valid, but probably not what was meant
     warned = f", {len(policy.warnings)} warning{'' if len(policy.warnings) == 1 else 's'}" \
         if policy.warnings else ""
@@ -73,15 +80,9 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     from gateway.admission import Admit, decide
     from gateway.dialstring import parse_dial_string
 
-    with _quiet_logs():
-        try:
-            policy = load_policy(args.policy)
-        except PolicyUnreadable as exc:
-            print(f"roomgate: {exc}", file=sys.stderr)
-            return EXIT_UNREADABLE
-        except PolicyError as exc:
-            _print_errors([str(e) for e in exc.errors])
-            return EXIT_INVALID
+    policy = _load_policy_or_report(args.policy)
+    if isinstance(policy, int):
+        return policy
     dialled = parse_dial_string(args.meeting, is_meeting=policy.meetings.__contains__)
     pin = args.pin if args.pin is not None else dialled.pin
     if dialled.to_ivr:
