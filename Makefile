@@ -64,6 +64,7 @@ test: install
 
 lint: python-packages
 	$(BIN)/ruff check gateway sip h323 bridge tests bench
+	$(BIN)/mypy gateway sip h323 bridge
 
 # rtpengine-daemon's postinst tries to start the service; policy-rc.d or a missing init refuses,
 # which is fine: the benchmark runs its own rtpengine in the foreground on 127.0.0.1.

@@ -35,7 +35,7 @@ from __future__ import annotations
 import hmac
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.policy import MeetingPolicy, Policy, is_meeting_id
 
@@ -175,7 +175,7 @@ def decide(policy: Policy, *, meeting: str, protocol: CallProtocol, transport: s
             and participants >= mp.max_participants:
         rule = mp.rule("max_participants")
         return refuse(486, "Busy Here", rule, f"meeting '{shown}' is full (rule {rule})", mp)
-    extra = {"pin_required": pin_required, "lobby": mp.lobby}
+    extra: dict[str, Any] = {"pin_required": pin_required, "lobby": mp.lobby}
 
     rule = mp.rule("legacy_media")
     if mp.legacy_media == "require-srtp":

@@ -274,6 +274,7 @@ class SipEndpoint:
                          self._values, key)
         self._server_txs[key] = tx
         if verdict is Verdict.REFUSE:  # RFC 3261 21.5.4 503 + 20.33 Retry-After
+            assert self.rate_limiter is not None  # only a limiter ever refuses
             self._respond(tx, 503, now, headers=[
                 ("Retry-After", str(self.rate_limiter.retry_after(req.method)))])
             return
