@@ -14,6 +14,10 @@ PYTEST_ARGS ?=
 # Only `make bench` installs these: rtpengine is the C reference of the media benchmark.
 BENCH_APT_PACKAGES := rtpengine-daemon
 BENCH_ARGS ?=
+# `make bench` runs these benchmarks (any of: media calls setup), each with its own arguments.
+BENCH_WHICH ?= media calls setup
+BENCH_CALLS_ARGS ?=
+BENCH_SETUP_ARGS ?=
 
 # $(call apt_install,PACKAGES): apt-get install whichever of PACKAGES is missing (root or sudo).
 define apt_install
@@ -72,10 +76,14 @@ bench-packages: python-packages
 	$(call apt_install,$(BENCH_APT_PACKAGES))
 	$(BIN)/python -c "import uvloop, matplotlib" 2>/dev/null || $(BIN)/pip install -q -e '.[test,dev,bench]'
 
-# BENCH_ARGS e.g. "--quick", "--repeat 1 --systems rtpengine,py-uvloop"
+# BENCH_ARGS (media) e.g. "--quick", "--repeat 1 --systems rtpengine,py-uvloop";
+# BENCH_CALLS_ARGS e.g. "--repeat 1 --hold 20 --max-calls 40"; BENCH_SETUP_ARGS e.g. "--max-rate 8";
+# BENCH_WHICH="calls" runs only that one.
 bench: install bench-packages
 	mkdir -p run
-	$(BIN)/python -m bench media --json run/bench-media.json --chart run/bench-media.png $(BENCH_ARGS)
+	$(if $(filter media,$(BENCH_WHICH)),$(BIN)/python -m bench media --json run/bench-media.json --chart run/bench-media.png $(BENCH_ARGS))
+	$(if $(filter calls,$(BENCH_WHICH)),$(BIN)/python -m bench calls --json run/bench-calls.json --chart run/bench-calls.png $(BENCH_CALLS_ARGS))
+	$(if $(filter setup,$(BENCH_WHICH)),$(BIN)/python -m bench setup --json run/bench-setup.json --chart run/bench-setup.png $(BENCH_SETUP_ARGS))
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

@@ -1,4 +1,4 @@
-"""``python -m bench [media|micro] [--quick] [--repeat N] [--json FILE] [--chart FILE.png] [--systems a,b]``."""
+"""``python -m bench [media|micro|calls|setup] [--quick] [--repeat N] [--json FILE] [--chart FILE.png] ...``."""
 
 from __future__ import annotations
 
@@ -13,15 +13,22 @@ from bench import media
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description="roomgate benchmarks (issue 6)")
-    parser.add_argument("which", nargs="?", default="media", choices=("media", "micro"),
+    parser.add_argument("which", nargs="?", default="media", choices=("media", "micro", "calls", "setup"),
                         help="media: the media fast path against rtpengine (default); "
-                             "micro: each step of the per-packet Python path timed alone")
+                             "micro: each step of the per-packet Python path timed alone; "
+                             "calls: concurrent two-way SIP calls through gateway and core; "
+                             "setup: INVITE-200-ACK-media-BYE cycles per second")
     parser.add_argument("--quick", action="store_true", help="a few seconds at a tiny load (smoke test)")
     parser.add_argument("--repeat", type=int, default=None, help="repetitions (default 3; 1 with --quick)")
     parser.add_argument("--json", metavar="FILE", help="write every figure as JSON")
     parser.add_argument("--chart", metavar="FILE.png", help="PNG of loss and latency against load (matplotlib)")
     parser.add_argument("--systems", default=",".join(media.DEFAULT_SYSTEMS),
                         help="comma-separated, from: " + ", ".join(media.SYSTEMS))
+    parser.add_argument("--hold", type=float, help="calls: seconds each step is held (default 60)")
+    parser.add_argument("--max-calls", type=int, help="calls: the ramp's ceiling (default 480)")
+    parser.add_argument("--start-calls", type=int, help="calls: the ramp's first step (default 10)")
+    parser.add_argument("--duration", type=float, help="setup: seconds per offered rate (default 20)")
+    parser.add_argument("--max-rate", type=float, help="setup: the ramp's ceiling in cycles/s (default 64)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: children stop
     if args.which == "micro":
@@ -33,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.json, "w") as f:
                 json.dump({"benchmark": "micro", "machine": media.machine(), "us_per_packet": figures}, f, indent=1)
         return 0
+    if args.which in ("calls", "setup"):
+        return _calls_or_setup(args)
     settings = media.Settings.quick() if args.quick else media.Settings()
     if args.repeat is not None:
         settings = dataclasses.replace(settings, repeat=args.repeat)
@@ -48,6 +57,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.chart:
         from bench.chart import plot
 
+        plot(result, args.chart)
+    return 0
+
+
+def _calls_or_setup(args: argparse.Namespace) -> int:
+    """The calls and call-setup benchmarks (bench/calls.py, bench/setup_rate.py)."""
+    from bench import callchart, calls, setup_rate
+
+    log = lambda line: print(line, file=sys.stderr, flush=True)
+    if args.which == "calls":
+        result = calls.run(calls.settings_from(args.quick, args.repeat, args.hold, args.max_calls,
+                                               args.start_calls), log=log)
+        print(calls.table(result))
+        plot = callchart.plot_calls
+    else:
+        result = setup_rate.run(setup_rate.settings_from(args.quick, args.repeat, args.duration,
+                                                         args.max_rate), log=log)
+        print(setup_rate.table(result))
+        plot = callchart.plot_setup
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    if args.chart:
         plot(result, args.chart)
     return 0
 

@@ -1,4 +1,4 @@
-"""Audio codecs of the legacy leg (PCMU, PCMA, G.722) and the resampler toward aiortc's 48 kHz.
+"""Audio codecs of the legacy leg (PCMU, PCMA, G.722, Opus) and the resampler toward aiortc's 48 kHz.
 
 Every codec turns one 20 ms frame of int16 mono PCM at the codec's *sample rate*
 into one RTP payload and back. Encoders and decoders are objects, not functions,
@@ -8,6 +8,10 @@ one decoder per direction per call, never shared between calls.
 G.722's RTP clock is 8000 Hz although it samples at 16000 Hz (RFC 3551 section
 4.5.2, an error kept for compatibility), so the RTP timestamp step is 160 per
 20 ms for all three codecs while G.722's PCM frame is 320 samples.
+
+Opus (RFC 7587) runs at 48 kHz, the meeting's own rate, so it needs no resampling: its RTP
+clock is 48000 and the timestamp step 960 per 20 ms. It is always announced as
+``opus/48000/2`` in SDP although we send mono (see :class:`OpusEncoder`).
 
 G.711 goes through lookup tables built once from ``audioop`` (ITU-T G.711 A-law
 and mu-law with the standard segment tables); ``audioop`` is deprecated in 3.11
@@ -62,12 +66,12 @@ class AudioCodec:
 
     @property
     def samples_per_frame(self) -> int:
-        """PCM samples in one 20 ms frame at the codec's sample rate (160, or 320 for G.722)."""
+        """PCM samples in one 20 ms frame at the codec's sample rate (160; 320 for G.722, 960 for Opus)."""
         return self.sample_rate * FRAME_MS // 1000
 
     @property
     def timestamp_step(self) -> int:
-        """RTP timestamp increment per 20 ms frame (160 for all three: G.722 ticks at 8 kHz)."""
+        """RTP timestamp increment per 20 ms frame (160 for G.711 and G.722, which ticks at 8 kHz; 960 for Opus)."""
         return self.clock_rate * FRAME_MS // 1000
 
     def encoder(self) -> AudioEncoder:
@@ -128,6 +132,17 @@ def _g722_context(mode: Literal["r", "w"]) -> Any:
     return ctx
 
 
+G722_LEVEL_SHIFT = 1
+"""Bits between FFmpeg's G.722 PCM scale and the 16-bit scale other endpoints use.
+
+G.722 codes 14-bit PCM; PJSIP (and the ITU convention) maps 16-bit PCM to it with a 2-bit
+shift, while FFmpeg's codec (derived from spandsp) treats its s16 samples as one bit
+"hotter". Measured against pjsua2 (tests/interop/test_media_multiparty.py), an unscaled
+FFmpeg decode came out 6 dB under the same tone sent as PCMU, and what FFmpeg encoded
+played 6 dB over it. So we halve before encoding and double (saturating) after decoding.
+"""
+
+
 class G722Encoder:
     """One FFmpeg G.722 encoder context: ADPCM state carries over from frame to frame."""
 
@@ -137,7 +152,8 @@ class G722Encoder:
         self._pts = 0
 
     def encode(self, pcm: np.ndarray) -> bytes:
-        samples = np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1)
+        scaled = np.asarray(pcm, dtype=np.int16) >> G722_LEVEL_SHIFT  # see G722_LEVEL_SHIFT
+        samples = np.ascontiguousarray(scaled, dtype=np.int16).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
         frame.sample_rate = 16000
         frame.pts = self._pts
@@ -160,15 +176,85 @@ class G722Decoder:
             raise CodecError(f"G.722 payload of {len(payload)} bytes could not be decoded: {exc}") from exc
         if not frames:
             return silence(0)
+        pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int32)
+        return np.clip(pcm << G722_LEVEL_SHIFT, -32768, 32767).astype(np.int16)
+
+
+# -- Opus -----------------------------------------------------------------------------
+
+OPUS_RATE = 48000
+OPUS_BITRATE = 32000
+"""Mono speech toward a room system: 32 kbit/s is fullband-transparent for voice (RFC 7587 3.1.1)."""
+
+
+def _opus_context(mode: Literal["r", "w"]) -> Any:
+    """A libopus context (through PyAV) for 48 kHz mono s16 in both directions."""
+    ctx = av.CodecContext.create("libopus", mode)
+    ctx.sample_rate = OPUS_RATE
+    ctx.layout = "mono"
+    ctx.format = "s16"
+    return ctx
+
+
+class OpusEncoder:
+    """One libopus encoder: 20 ms mono frames in, one Opus packet out (RFC 7587).
+
+    We always send mono (``stereo=0`` in our fmtp): the legacy side hears the meeting's
+    mono mix, and a mono stream costs half the bits. ``application=voip`` tunes libopus
+    for speech. The encoder is stateful (prediction, the 6.5 ms look-ahead), so one per call.
+    """
+
+    def __init__(self) -> None:
+        self._ctx = _opus_context("w")
+        self._ctx.bit_rate = OPUS_BITRATE
+        self._ctx.options = {"application": "voip", "frame_duration": str(FRAME_MS)}
+        self._ctx.open()
+        self._pts = 0
+
+    def encode(self, pcm: np.ndarray) -> bytes:
+        samples = np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1)
+        if samples.shape[1] != OPUS_RATE * FRAME_MS // 1000:
+            raise CodecError(f"Opus frames are {FRAME_MS} ms: got {samples.shape[1]} samples, "
+                             f"want {OPUS_RATE * FRAME_MS // 1000}")
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = OPUS_RATE
+        frame.pts = self._pts
+        self._pts += samples.shape[1]
+        return b"".join(bytes(p) for p in self._ctx.encode(frame))
+
+
+class OpusDecoder:
+    """One libopus decoder with mono output.
+
+    The peer may send stereo whatever our fmtp says (``stereo=0`` is only a preference,
+    RFC 7587 6.1); libopus, opened for one channel, decodes a stereo packet as the mean of
+    both channels, so the downmix costs nothing here. Any frame size the packet's TOC
+    announces (2.5 to 120 ms) decodes; the caller gets however many samples it holds.
+    """
+
+    def __init__(self) -> None:
+        self._ctx = _opus_context("r")
+
+    def decode(self, payload: bytes) -> np.ndarray:
+        if not payload:
+            return silence(0)
+        try:
+            frames = self._ctx.decode(av.Packet(payload))
+        except av.error.FFmpegError as exc:  # type: ignore[attr-defined]
+            raise CodecError(f"Opus payload of {len(payload)} bytes could not be decoded: {exc}") from exc
+        if not frames:
+            return silence(0)
         return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int16, copy=False)
 
 
 PCMU = AudioCodec("PCMU", 0, 8000, 8000, lambda: G711Encoder(_ULAW_ENC), lambda: G711Decoder(_ULAW_DEC))
 PCMA = AudioCodec("PCMA", 8, 8000, 8000, lambda: G711Encoder(_ALAW_ENC), lambda: G711Decoder(_ALAW_DEC))
 G722 = AudioCodec("G722", 9, 8000, 16000, G722Encoder, G722Decoder)
+#: Opus has no static payload type; 111 is only a default, the offer's number is what is used.
+OPUS = AudioCodec("OPUS", 111, OPUS_RATE, OPUS_RATE, OpusEncoder, OpusDecoder)
 
 #: The legacy audio codecs by SDP encoding name (upper case, as ``choose_audio`` reports it).
-AUDIO_CODECS: dict[str, AudioCodec] = {c.name: c for c in (PCMU, PCMA, G722)}
+AUDIO_CODECS: dict[str, AudioCodec] = {c.name: c for c in (PCMU, PCMA, G722, OPUS)}
 
 
 def codec_by_name(encoding: str) -> AudioCodec:

@@ -23,6 +23,12 @@ inbound packets are authenticated and decrypted before anything else looks at th
 an authenticated packet can latch the source; authentication failures and replays are
 dropped and counted apart (``dropped_srtp_auth``, ``dropped_srtp_replay``). Outbound packets
 are protected as they are built. RTCP multiplexed on the RTP port (RFC 5761) is SRTCP then.
+
+Inbound audio is not decoded on arrival: :class:`RtpInbound` files it in a
+:class:`bridge.jitter.JitterBuffer` and the leg's 20 ms clock pulls, decodes (or conceals) and
+delivers one frame per tick. RTCP (RFC 3550) runs on RTP port + 1 (or muxed on the RTP port when
+the peer does that): :class:`bridge.rtcp_reporter.RtcpReporter` builds our SR/RR + SDES and
+reads the peer's reports (RTT, its view of our stream); inbound RTCP is latched like RTP.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -45,7 +52,11 @@ from bridge.codecs import (
     PcmFifo,
     silence,
 )
+from bridge.dtmf_sender import DEFAULT_DURATION_MS, DtmfError, DtmfSender
+from bridge.jitter import Concealer, JitterBuffer
 from bridge.ports import PortLease
+from bridge.rtcp import RawRtcp, ReceiverStatistics, RtcpError
+from bridge.rtcp_reporter import RtcpReporter, SenderSnapshot
 from bridge.rtp import DtmfReceiver, RtpError, RtpPacket, looks_like_rtcp, seq_newer
 from bridge.srtp import SdesSrtp, SrtpDropped
 
@@ -127,6 +138,9 @@ class RtpInbound:
         on_dtmf: Callable[[str], None] | None = None,
         srtp: SdesSrtp | None = None,
         latch_any_source: bool | None = None,
+        jitter: JitterBuffer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_rtcp: Callable[[bytes], None] | None = None,
     ) -> None:
         self.expected_ip = _normalise_ip(remote_address)
         self.srtp = srtp
@@ -142,6 +156,20 @@ class RtpInbound:
         self._ssrc: int | None = None
         self._last_seq: int | None = None
         self.last_drop_reason: str | None = None
+        #: With a jitter buffer, audio payloads are filed there (reordering is repaired, late
+        #: and duplicate packets are dropped as ``late``) and the leg's clock pulls them;
+        #: without one, ``receive`` decodes and returns each packet as it arrives.
+        self.jitter = jitter
+        self._clock = clock
+        #: RFC 3550 A.1/A.3/A.8 reception statistics of the latched stream (for our RTCP
+        #: report blocks and ``packets_lost``); replaced when the SSRC changes.
+        self.rx_stats: ReceiverStatistics | None = None
+        #: Plain (already unprotected) RTCP compounds from the latched source, either port.
+        self.on_rtcp = on_rtcp
+        #: Where the peer's accepted RTCP came from: its RTCP port's address, or (RFC 5761 mux)
+        #: its RTP port -- where our reports go back to.
+        self.rtcp_source: Address | None = None
+        self.rtcp_muxed = False
 
     @property
     def on_dtmf(self) -> Callable[[str], None] | None:
@@ -168,19 +196,53 @@ class RtpInbound:
         except ValueError:
             return False
 
+    @property
+    def clock_rate(self) -> int:
+        """RTP clock of the audio (8000 for every legacy codec; the jitter buffer's when it has one)."""
+        return self.jitter.clock_rate if self.jitter is not None else 8000
+
+    def _rtcp(self, data: bytes) -> bool:
+        """An RTCP datagram from an accepted source: SRTCP-unprotect (RFC 3711 3.4), count, hand
+        on; False when it did not authenticate."""
+        if self.srtp is not None:
+            try:
+                data = self.srtp.unprotect_rtcp(data)
+            except SrtpDropped as exc:
+                self._srtp_drop(exc)
+                return False
+        self.counters.rtcp_in += 1
+        if self.on_rtcp is not None:
+            self.on_rtcp(data)
+        return True
+
+    def receive_rtcp(self, data: bytes, addr: Address) -> None:
+        """One datagram on the RTCP port (RTP port + 1, RFC 3550 11): once the RTP stream is
+        latched, only from the latched IP (any port: RTCP comes from the peer's RTCP port); before
+        that, by the same rule as RTP before latching (the SDP-named IP, or with SDES any source
+        that authenticates), since peers may report before our first packet reaches them. A
+        stranger cannot feed us reports; with SDES every report must authenticate."""
+        if self.latched is not None:
+            accepted = addr[0] == self.latched[0]
+        else:
+            accepted = self._source_ok(addr)
+        if not accepted:
+            self._drop("wrong_source")
+            return
+        if not looks_like_rtcp(data):
+            self._drop("bad_packet")
+            return
+        if self._rtcp(data):
+            self.rtcp_source = (addr[0], addr[1])
+
     def receive(self, data: bytes, addr: Address) -> np.ndarray | None:
-        """One datagram from ``addr``: decoded PCM for an accepted audio packet, else None."""
+        """One datagram from ``addr``: decoded PCM for an accepted audio packet (None with a
+        jitter buffer, which files it for the clock to pull), else None."""
         if not self._source_ok(addr):
             self._drop("wrong_source")
             return None
         if looks_like_rtcp(data):
-            if self.srtp is not None:
-                try:
-                    self.srtp.unprotect_rtcp(data)
-                except SrtpDropped as exc:
-                    self._srtp_drop(exc)
-                    return None
-            self.counters.rtcp_in += 1
+            if self._rtcp(data):
+                self.rtcp_muxed = True
             return None
         if self.srtp is not None:
             try:
@@ -199,10 +261,19 @@ class RtpInbound:
             return None
         if packet.ssrc != self._ssrc:  # new stream (first packet, or the endpoint restarted it)
             self._ssrc, self._last_seq = packet.ssrc, None
-        elif self._last_seq is not None and not seq_newer(packet.sequence_number, self._last_seq):
-            self._drop("late")  # duplicate or reordered behind a newer one: no jitter buffer yet
+            self.rx_stats = ReceiverStatistics(ssrc=packet.ssrc, clock_rate=self.clock_rate)
+        elif (self.jitter is None and self._last_seq is not None
+              and not seq_newer(packet.sequence_number, self._last_seq)):
+            self._drop("late")  # duplicate or reordered behind a newer one (no jitter buffer)
             return None
-        if pt == self.payload_type:
+        if pt == self.payload_type and self.jitter is not None:
+            now = self._clock()
+            if self.jitter.put(packet.sequence_number, packet.timestamp, packet.ssrc, packet.payload,
+                               now) in ("late", "duplicate"):
+                self._drop("late")
+                return None
+            pcm = None
+        elif pt == self.payload_type:
             try:
                 pcm = self._decoder.decode(packet.payload)
             except CodecError:
@@ -220,9 +291,14 @@ class RtpInbound:
             self.latched = (addr[0], addr[1])
             log.info("bridge.rtp.latched", leg="legacy", authenticated=self.srtp is not None,
                      sdp_ip_matches=_same_ip(addr[0], self.expected_ip))
-        if self._last_seq is not None:
+        assert self.rx_stats is not None
+        self.rx_stats.update(packet.sequence_number, packet.timestamp, self._clock())
+        if self.jitter is not None:
+            self.counters.packets_lost = max(0, self.rx_stats.cumulative_lost)
+        elif self._last_seq is not None and seq_newer(packet.sequence_number, self._last_seq):
             self.counters.packets_lost += ((packet.sequence_number - self._last_seq) & 0xFFFF) - 1
-        self._last_seq = packet.sequence_number
+        if self._last_seq is None or seq_newer(packet.sequence_number, self._last_seq):
+            self._last_seq = packet.sequence_number
         self.counters.packets_in += 1
         self.counters.bytes_in += len(data)
         return pcm
@@ -249,12 +325,18 @@ class RtpOutbound:
         self._encoder = encoder
         self._first = True
         self.srtp = srtp
+        self.octets = 0
+        #: RFC 4733 events to interleave (:meth:`LegacyAudioLeg.send_dtmf`); None: no telephone-event.
+        self.dtmf: DtmfSender | None = None
 
     def skip(self, frames: int) -> None:
         """Frames that were never sent still took time: the timestamp moves on, the sequence does not."""
         self.timestamp = (self.timestamp + frames * self.timestamp_step) & 0xFFFFFFFF
 
     def packet(self, pcm: np.ndarray) -> bytes:
+        """This tick's datagram: a queued DTMF event packet in place of the audio (see
+        :mod:`bridge.dtmf_sender`: same sequence, this stream's timestamp), else ``pcm`` encoded."""
+        event = self.dtmf.tick(self.timestamp) if self.dtmf is not None else None
         data = bytes(RtpPacket(
             payload_type=self.payload_type,
             sequence_number=self.sequence_number,
@@ -262,10 +344,18 @@ class RtpOutbound:
             ssrc=self.ssrc,
             payload=self._encoder.encode(pcm),
             marker=self._first,
+        ) if event is None else RtpPacket(
+            payload_type=event.payload_type,
+            sequence_number=self.sequence_number,
+            timestamp=event.timestamp,
+            ssrc=self.ssrc,
+            payload=event.payload,
+            marker=event.marker,
         ))
         self._first = False
         self.sequence_number = (self.sequence_number + 1) & 0xFFFF
         self.timestamp = (self.timestamp + self.timestamp_step) & 0xFFFFFFFF
+        self.octets += len(data) - 12  # payload octets, for the SR's sender octet count (RFC 3550 6.4.1)
         return self.srtp.protect(data) if self.srtp is not None else data
 
 
@@ -306,6 +396,11 @@ class _Protocol(asyncio.DatagramProtocol):
         log.debug("bridge.rtp.socket_error", error=str(exc))
 
 
+class _RtcpProtocol(_Protocol):
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self._leg._rtcp_datagram_received(data, addr)
+
+
 class LegacyAudioLeg:
     """One call's RTP endpoint toward the legacy side, on a port lease from :class:`PortAllocator`.
 
@@ -333,12 +428,26 @@ class LegacyAudioLeg:
         self.remote = (remote_address, remote_port)
         self.counters = LegCounters()
         self.on_audio = on_audio
+        #: Inbound audio waits here until the 20 ms clock pulls it (reorder, adapt, conceal).
+        self.jitter = JitterBuffer(clock_rate=codec.clock_rate, frame_ticks=codec.timestamp_step)
+        self._concealer = Concealer(codec.samples_per_frame)
         self.inbound = RtpInbound(remote_address=remote_address, payload_type=payload_type,
                                   decoder=codec.decoder(), counters=self.counters,
                                   telephone_event_pt=telephone_event_pt, on_dtmf=on_dtmf,
-                                  srtp=srtp)
+                                  srtp=srtp, jitter=self.jitter, on_rtcp=self._rtcp_received)
         self.outbound = RtpOutbound(payload_type=payload_type, timestamp_step=codec.timestamp_step,
                                     encoder=codec.encoder(), srtp=srtp)
+        # CNAME (RFC 3550 6.5.1): random per leg, so it names no host, user or address.
+        self.rtcp = RtcpReporter(ssrc=self.outbound.ssrc, clock_rate=codec.clock_rate,
+                                 cname=f"roomgate-{random.SystemRandom().getrandbits(64):016x}")
+        #: Packet types our RTCP handling does not interpret (RTPFB/PSFB feedback, APP, XR).
+        self.on_rtcp_feedback: Callable[[list[RawRtcp]], None] | None = None
+        self._rtcp_transport: asyncio.DatagramTransport | None = None
+        self._rtcp_timer: asyncio.TimerHandle | None = None
+        #: Inbound frames the clock owes after a stall, pulled one per loop iteration (_play_next).
+        self._play_owed = 0
+        self._play_scheduled = False
+        self._set_dtmf_payload_type(telephone_event_pt)
         self.fifo = PcmFifo(codec.sample_rate * OUTBOUND_MAX_MS // 1000)
         self._silence = silence(codec.samples_per_frame)
         self._transport: asyncio.DatagramTransport | None = None
@@ -375,8 +484,13 @@ class LegacyAudioLeg:
         self._loop = loop
         transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=self.lease.rtp_socket)
         self._transport = transport  # type: ignore[assignment]
+        rtcp_transport, _ = await loop.create_datagram_endpoint(lambda: _RtcpProtocol(self),
+                                                                sock=self.lease.rtcp_socket)
+        self._rtcp_transport = rtcp_transport  # type: ignore[assignment]
         self._clock = FrameClock(loop.time())
         self._tick()
+        # RFC 3550 6.2: the first report after half an interval.
+        self._rtcp_timer = loop.call_later(self.rtcp.next_interval() / 2, self._send_rtcp)
         log.info("bridge.leg.up", leg="legacy", codec=self.codec.name, local_port=self.local_port,
                  encryption=self.encryption, srtp_suite=self.srtp.suite if self.srtp else None)
 
@@ -385,6 +499,33 @@ class LegacyAudioLeg:
         self.fifo.push(pcm)
         self.counters.outbound_overflow_samples = self.fifo.dropped_samples
 
+    @property
+    def can_send_dtmf(self) -> bool:
+        """Whether the peer negotiated telephone-event (RFC 4733), i.e. :meth:`send_dtmf` works."""
+        return self.outbound.dtmf is not None
+
+    def send_dtmf(self, digits: str, duration_ms: int = DEFAULT_DURATION_MS) -> int:
+        """Queue ``digits`` (0-9 * # A-D) as RFC 4733 events on this leg's own RTP clock
+        (:mod:`bridge.dtmf_sender`); returns how many were queued. :class:`DtmfError` when the
+        peer has no telephone-event or the digits/duration are refused (nothing is queued then).
+        Logs a count, never the digits: they may be a PIN."""
+        if self.outbound.dtmf is None:
+            raise DtmfError("the peer did not negotiate telephone-event (RFC 4733)")
+        queued = self.outbound.dtmf.queue(digits, duration_ms)
+        log.info("bridge.dtmf.queued", leg="legacy", local_port=self.local_port, count=queued,
+                 pending=self.outbound.dtmf.pending, duration_ms=duration_ms)
+        return queued
+
+    def _set_dtmf_payload_type(self, telephone_event_pt: int | None) -> None:
+        """Keep the outbound DTMF sender in step with the negotiated telephone-event PT."""
+        if telephone_event_pt is None:
+            self.outbound.dtmf = None
+        elif self.outbound.dtmf is not None:
+            self.outbound.dtmf.payload_type = telephone_event_pt
+        else:
+            self.outbound.dtmf = DtmfSender(payload_type=telephone_event_pt, clock_rate=self.codec.clock_rate,
+                                            packet_ticks=self.codec.timestamp_step)
+
     def _tick(self) -> None:
         if self._closed or self._loop is None or self._clock is None or self._transport is None:
             return
@@ -392,6 +533,9 @@ class LegacyAudioLeg:
         if skipped:
             self.counters.clock_skipped_frames += skipped
             self.outbound.skip(skipped)
+        self._play_owed += send
+        if not self._play_scheduled:
+            self._play_next()
         n = self.codec.samples_per_frame
         for _ in range(send):
             pcm = self.fifo.pop(n)
@@ -403,6 +547,85 @@ class LegacyAudioLeg:
             self.counters.packets_out += 1
             self.counters.bytes_out += len(data)
         self._timer = self._loop.call_at(self._clock.next_deadline, self._tick)
+
+    def _play_next(self) -> None:
+        """Play one owed frame; more owed ones follow one per loop iteration (``call_soon``).
+
+        After a stall the clock owes several frames at once. Pulled all at once they would find
+        the packets that piled up meanwhile still unread (asyncio reads one datagram per socket
+        per iteration) and call them late; one pull per iteration interleaves with those reads.
+        Time lost beyond ``MAX_CLOCK_LAG`` (skipped frames) is not pulled at all: the playout
+        point falls behind and the buffer's bound and adaptation take that delay back.
+        """
+        self._play_scheduled = False
+        if self._closed or self._loop is None or self._play_owed <= 0:
+            return
+        self._play_owed -= 1
+        self._play(self._loop.time())
+        if self._play_owed > 0:
+            self._play_scheduled = True
+            self._loop.call_soon(self._play_next)
+
+    def _play(self, now: float) -> None:
+        """Pull one tick from the jitter buffer and deliver it decoded, or concealed."""
+        for frame in self.jitter.pull(now):
+            pcm: np.ndarray | None = None
+            if frame.kind == "audio":
+                try:
+                    pcm = self.inbound._decoder.decode(frame.payload)
+                except CodecError:
+                    self.counters.dropped_bad_packet += 1
+                else:
+                    self._concealer.good(pcm)
+            if pcm is None:
+                pcm = self._concealer.conceal(self.inbound._decoder)
+            if self.on_audio is not None and pcm.size:
+                self.on_audio(pcm)
+
+    # -- RTCP (RFC 3550 6): reports on RTP port + 1, or on the RTP port when the peer muxes ------
+
+    def _rtcp_datagram_received(self, data: bytes, addr: Address) -> None:
+        if not self._closed:
+            self.inbound.receive_rtcp(data, addr)
+
+    def _rtcp_received(self, data: bytes) -> None:
+        """A plain compound from the latched peer (either port): RTT, the peer's view, feedback."""
+        now = self._loop.time() if self._loop is not None else time.monotonic()
+        try:
+            raw = self.rtcp.receive(data, now, self.inbound.rx_stats)
+        except RtcpError as exc:
+            self.counters.dropped_bad_packet += 1
+            log.debug("bridge.rtcp.malformed", leg="legacy", error=str(exc))
+            return
+        if raw and self.on_rtcp_feedback is not None:
+            self.on_rtcp_feedback(raw)
+
+    def _rtcp_destination(self) -> tuple[asyncio.DatagramTransport | None, Address]:
+        """Where our RTCP goes: back where the peer's comes from, else RTP port + 1 (RFC 3550 11)."""
+        if self.inbound.rtcp_source is not None:
+            return self._rtcp_transport, self.inbound.rtcp_source
+        if self.inbound.rtcp_muxed:
+            return self._transport, self.destination
+        host, port = self.destination[0], self.destination[1]
+        return self._rtcp_transport, (host, port + 1)
+
+    def _send_rtcp(self, *, bye: bool = False) -> None:
+        if self._loop is None or (self._closed and not bye):
+            return
+        now = self._loop.time()
+        sent = None
+        if self.sending and self.counters.packets_out:
+            # The RTP timestamp is the next frame's, due within 20 ms of the NTP time: close
+            # enough for lip sync and RTT, which is all a receiver does with it here.
+            sent = SenderSnapshot(self.counters.packets_out, self.outbound.octets, self.outbound.timestamp)
+        data = self.rtcp.build(now, sent=sent, rx=self.inbound.rx_stats, bye=bye)
+        if self.srtp is not None:
+            data = self.srtp.protect_rtcp(data)
+        transport, address = self._rtcp_destination()
+        if transport is not None:
+            transport.sendto(data, address)
+        if not bye:
+            self._rtcp_timer = self._loop.call_later(self.rtcp.next_interval(), self._send_rtcp)
 
     def _datagram_received(self, data: bytes, addr: Address) -> None:
         if self._closed:
@@ -461,6 +684,7 @@ class LegacyAudioLeg:
         self.inbound.payload_type = payload_type
         self.outbound.payload_type = payload_type
         self.inbound.telephone_event_pt = telephone_event_pt
+        self._set_dtmf_payload_type(telephone_event_pt)
         if moved:
             self.remote = (remote_address, remote_port)
             self.inbound.expected_ip = _normalise_ip(remote_address)
@@ -473,6 +697,10 @@ class LegacyAudioLeg:
             self.inbound.latched = None
             self.inbound._ssrc = None
             self.inbound._last_seq = None
+            self.inbound.rx_stats = None
+            self.jitter.reset()
+            self.inbound.rtcp_source = None
+            self.inbound.rtcp_muxed = False
         if sending != self.sending:
             log.info("bridge.leg.hold" if not sending else "bridge.leg.resume", leg="legacy",
                      local_port=self.local_port)
@@ -486,6 +714,9 @@ class LegacyAudioLeg:
         return "sdes-srtp" if self.srtp is not None else "plain"
 
     def stats(self) -> dict[str, Any]:
+        """Counters (top-level ints, as before) plus the jitter buffer's and RTCP's figures."""
+        jb = self.jitter
+        remote = self.rtcp.remote_block
         return {
             "encryption": self.encryption,
             "srtp_suite": self.srtp.suite if self.srtp is not None else None,
@@ -494,17 +725,40 @@ class LegacyAudioLeg:
             "local_port": self.local_port,
             "latched": self.inbound.latched is not None,
             **self.counters.as_dict(),
+            "jitter_ms": round(self.inbound.rx_stats.jitter_ms, 2) if self.inbound.rx_stats else 0.0,
+            "rtt_ms": None if self.rtcp.rtt_ms is None else round(self.rtcp.rtt_ms, 2),
+            "jitter_buffer": {
+                "depth_ms": round(jb.depth_ms, 1), "queued": jb.queued, **vars(jb.counters),
+            },
+            "rtcp": {
+                "sr_sent": self.rtcp.sr_sent, "rr_sent": self.rtcp.rr_sent,
+                "reports_received": self.rtcp.reports_received,
+                "mux": self.inbound.rtcp_muxed and self.inbound.rtcp_source is None,
+                "remote_fraction_lost": None if remote is None else round(remote.loss_fraction, 4),
+                "remote_cumulative_lost": None if remote is None else remote.cumulative_lost,
+                "remote_jitter_ms": None if self.rtcp.remote_jitter_ms is None
+                else round(self.rtcp.remote_jitter_ms, 2),
+            },
         }
 
     def close(self) -> None:
         """Stop the clock, close the socket, release the ports. Idempotent."""
         if self._closed:
             return
+        if self._transport is not None:
+            try:
+                self._send_rtcp(bye=True)  # RFC 3550 6.6: say we are leaving
+            except Exception as exc:  # noqa: BLE001 - closing must not fail on a last report
+                log.debug("bridge.rtcp.bye_failed", leg="legacy", error=type(exc).__name__)
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._rtcp_timer is not None:
+            self._rtcp_timer.cancel()
         if self._transport is not None:
             self._transport.close()
+        if self._rtcp_transport is not None:
+            self._rtcp_transport.close()
         self.lease.release()
         if self._transport is None:
             return  # never started: it was never up

@@ -44,9 +44,15 @@ class FramePacer:
 
 
 def mono_s16_frame(pcm: np.ndarray, pts: int, rate: int) -> av.AudioFrame:
-    """An ``av.AudioFrame`` (s16, mono) holding ``pcm`` at ``pts`` with time base 1/``rate``."""
-    frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm))
-    frame.planes[0].update(np.ascontiguousarray(pcm, dtype=np.int16).tobytes())
+    """An ``av.AudioFrame`` (s16) holding the mono ``pcm`` at ``pts`` with time base 1/``rate``.
+
+    It is laid out as stereo with both channels equal: aiortc's Opus encoder always encodes
+    stereo and upmixes a mono frame through swresample at -3 dB, so a mono frame would reach
+    every listener 3 dB quieter than a browser's (whose mono Opus decodes to L=R at unity).
+    """
+    mono = np.ascontiguousarray(pcm, dtype=np.int16)
+    frame = av.AudioFrame(format="s16", layout="stereo", samples=len(mono))
+    frame.planes[0].update(np.repeat(mono, 2).tobytes())
     frame.sample_rate = rate
     frame.pts = pts
     frame.time_base = fractions.Fraction(1, rate)

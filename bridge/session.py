@@ -16,6 +16,10 @@ Two steps, because the SIP answer must name our RTP port before the media runs:
 The caller's audio flows legacy leg -> decode -> WebRTC track (resampled to
 48 kHz); the meeting's audio flows WHEP track -> mono at the codec rate ->
 the legacy leg's bounded FIFO -> encode on the leg's clock.
+
+With ``video=`` (:class:`bridge.video_leg.VideoLegParams`) a second port pair carries the room
+system's main video: H.264 access units are passed through untranscoded into a WHIP video
+track, and the core's keyframe requests go back to the room system as RTCP PLI.
 """
 
 from __future__ import annotations
@@ -30,10 +34,15 @@ from bridge.codecs import codec_by_name
 from bridge.legacy_leg import LegacyAudioLeg
 from bridge.ports import PortAllocator
 from bridge.srtp import SdesSrtp
+from bridge.stats import CallStats, call_stats, webrtc_rtp_stats
+from bridge.video_leg import LegacyVideoLeg, VideoLegParams
 from bridge.webrtc_leg import WebRtcLeg
 from bridge.whip_client import WhipClient
 
 log = structlog.get_logger("bridge.session")
+
+#: Seconds between polls of the WebRTC leg's getStats() (what CallStats shows for that leg).
+WEBRTC_STATS_INTERVAL = 2.0
 
 
 def allocate_legacy_leg(
@@ -56,9 +65,9 @@ def allocate_legacy_leg(
         if srtp_remote_key is None or srtp_local_key is None:
             raise ValueError("srtp_suite needs both srtp_remote_key and srtp_local_key")
         srtp = SdesSrtp(srtp_suite, remote_key=srtp_remote_key, local_key=srtp_local_key)
-    if media_address != port_allocator.address:
-        raise ValueError(f"media address {media_address} differs from the port allocator's "
-                         f"{port_allocator.address}")
+    # ``media_address`` is what the SDP names; behind a 1:1 NAT (``media.public_address``) it is
+    # not the address the allocator binds, so the two are not required to match.
+    del media_address
     lease = port_allocator.allocate()
     try:
         return LegacyAudioLeg(lease=lease, codec=codec, payload_type=payload_type,
@@ -72,10 +81,13 @@ def allocate_legacy_leg(
 class MediaSession:
     """A call's two legs, wired to each other. Build with :meth:`allocate` or :meth:`open`."""
 
-    def __init__(self, *, meeting: str, legacy: LegacyAudioLeg, webrtc: WebRtcLeg, display_name: str) -> None:
+    def __init__(self, *, meeting: str, legacy: LegacyAudioLeg, webrtc: WebRtcLeg, display_name: str,
+                 video: LegacyVideoLeg | None = None) -> None:
         self.meeting = meeting
         self.legacy = legacy
         self.webrtc = webrtc
+        #: The room system's main video leg (None: an audio-only call).
+        self.video = video
         #: Shown in the core's roster (sent as ``?name=``); never logged (privacy).
         self.display_name = display_name
         #: Called once with a reason if the WebRTC side ends on its own (failed, removed by the core).
@@ -85,11 +97,19 @@ class MediaSession:
         self.on_dtmf: Callable[[str], None] | None = None
         self._started = False
         self._closed = False
+        #: The WebRTC leg's last getStats() summary (polled: getStats is a coroutine, stats() is not).
+        self._webrtc_rtp: dict[str, Any] = {}
+        self._stats_task: asyncio.Task[None] | None = None
         self._opened_at: float | None = None
         legacy.on_audio = webrtc.feed
         legacy.inbound.on_dtmf = self._dtmf
         webrtc.on_audio = legacy.push_audio
         webrtc.on_ended = self._webrtc_ended
+        if video is not None:
+            video.on_access_unit = webrtc.enable_video().push
+            webrtc.on_keyframe_request = video.request_keyframe
+            webrtc.on_video = video.send_access_unit
+            video.on_core_keyframe = webrtc.request_core_keyframe
 
     @classmethod
     def allocate(
@@ -110,6 +130,7 @@ class MediaSession:
         srtp_suite: str | None = None,
         srtp_remote_key: bytes | None = None,
         srtp_local_key: bytes | None = None,
+        video: VideoLegParams | None = None,
     ) -> MediaSession:
         """Bind the legacy port pair and build both legs; nothing is sent yet.
 
@@ -117,27 +138,41 @@ class MediaSession:
         checked, since the SIP answer will name it).  ``srtp_suite`` with both keys
         (the peer's and ours, key||salt as in the SDES ``a=crypto``, RFC 4568) makes
         the legacy leg SDES-SRTP; raises :class:`bridge.srtp.SrtpError` for bad keys.
+        ``video`` binds a second port pair for the main video (see :attr:`video_port`).
         """
         legacy = allocate_legacy_leg(
             media_address=media_address, port_allocator=port_allocator, encoding=encoding,
             payload_type=payload_type, remote_address=remote_address, remote_port=remote_port,
             telephone_event_pt=telephone_event_pt, srtp_suite=srtp_suite,
             srtp_remote_key=srtp_remote_key, srtp_local_key=srtp_local_key)
+        video_leg: LegacyVideoLeg | None = None
         try:
-            return cls.around_legacy(legacy, reactor=reactor, meeting=meeting, core_url=core_url,
-                                     display_name=display_name, http=http)
+            if video is not None:
+                video_lease = port_allocator.allocate()
+                try:
+                    video_leg = LegacyVideoLeg(lease=video_lease, params=video)
+                except BaseException:
+                    video_lease.release()
+                    raise
+            session = cls.around_legacy(legacy, reactor=reactor, meeting=meeting, core_url=core_url,
+                                        display_name=display_name, http=http, video=video_leg)
         except BaseException:
+            if video_leg is not None:
+                video_leg.close()
             legacy.close()
             raise
+        return session
 
     @classmethod
     def around_legacy(cls, legacy: LegacyAudioLeg, *, reactor: Any, meeting: str, core_url: str,
-                      display_name: str = "", http: WhipClient | None = None) -> MediaSession:
+                      display_name: str = "", http: WhipClient | None = None,
+                      video: LegacyVideoLeg | None = None) -> MediaSession:
         """A session for a legacy leg that already exists (and may already run, e.g. an IVR
         answered the call on it first): the same RTP port and keys carry on into the meeting."""
         webrtc = WebRtcLeg(reactor=reactor, core_url=core_url, meeting=meeting,
                            legacy_rate=legacy.codec.sample_rate, http=http, display_name=display_name)
-        return cls(meeting=meeting, legacy=legacy, webrtc=webrtc, display_name=display_name)
+        return cls(meeting=meeting, legacy=legacy, webrtc=webrtc, display_name=display_name,
+                   video=video)
 
     @classmethod
     async def open(cls, **kwargs: Any) -> MediaSession:
@@ -153,6 +188,11 @@ class MediaSession:
     @property
     def local_port(self) -> int:
         return self.legacy.local_port
+
+    @property
+    def video_port(self) -> int | None:
+        """The main video's RTP port (None for an audio-only session)."""
+        return self.video.local_port if self.video is not None else None
 
     @property
     def core_resource_ids(self) -> tuple[str, ...]:
@@ -172,6 +212,20 @@ class MediaSession:
             return
         if not self.legacy.started:  # an IVR may have started it already
             await self.legacy.start()
+        self._stats_task = asyncio.ensure_future(self._poll_webrtc_stats())
+        if self.video is not None and not self.video.started:
+            await self.video.start()
+
+    async def _poll_webrtc_stats(self) -> None:
+        """Refresh the WebRTC leg's RTP figures every ``WEBRTC_STATS_INTERVAL`` seconds."""
+        while not self._closed:
+            try:
+                # The leg keeps its peer connections private; reading them here is the one place.
+                self._webrtc_rtp = await webrtc_rtp_stats(getattr(self.webrtc, "_pub", None),
+                                                          getattr(self.webrtc, "_sub", None))
+            except Exception as exc:  # noqa: BLE001 - statistics must never end a call
+                log.debug("bridge.session.stats_failed", error=type(exc).__name__)
+            await asyncio.sleep(WEBRTC_STATS_INTERVAL)
 
     def _webrtc_ended(self, reason: str) -> None:
         if not self._closed and self.on_ended is not None:
@@ -187,7 +241,11 @@ class MediaSession:
         if self._closed:
             return
         self._closed = True
+        if self._stats_task is not None:
+            self._stats_task.cancel()
         self.legacy.close()
+        if self.video is not None:
+            self.video.close()
         try:
             await self.webrtc.leave()
         finally:
@@ -202,11 +260,20 @@ class MediaSession:
                      webrtc_out=s["webrtc"]["frames_out"])
 
     def stats(self) -> dict[str, Any]:
-        """Per-leg counters and encryption: ``{"codec", "local_port", "legacy": {...}, "webrtc": {...}}``."""
-        return {
+        """Per-leg counters and encryption: ``{"codec", "local_port", "legacy": {...}, "webrtc": {...}}``;
+        ``webrtc["rtp"]`` holds the last getStats() summary and ``"call"`` the same figures as
+        :class:`bridge.stats.CallStats` (``as_dict()``), one shape for both legs."""
+        out: dict[str, Any] = {
             "codec": self.legacy.codec.name,
             "local_port": self.local_port,
             "closed": self._closed,
             "legacy": self.legacy.stats(),
-            "webrtc": self.webrtc.stats(),
+            "webrtc": {**self.webrtc.stats(), "rtp": self._webrtc_rtp},
+            **({"video": self.video.stats()} if self.video is not None else {}),
         }
+        out["call"] = call_stats(out).as_dict()
+        return out
+
+    def call_stats(self) -> CallStats:
+        """Both legs' packets, bytes, loss, jitter, RTT, codec, encryption and drops."""
+        return call_stats(self.stats())

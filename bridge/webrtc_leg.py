@@ -18,6 +18,9 @@ the PCM to ``on_audio`` (the legacy leg's bounded outbound FIFO).
 from __future__ import annotations
 
 import asyncio
+import fractions
+import queue
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -25,10 +28,16 @@ from urllib.parse import quote, urlencode
 import av
 import numpy as np
 import structlog
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from bridge.codecs import PcmFifo, Resampler, downmix, silence
+from bridge.h264_rtp import AccessUnit, is_keyframe, split_annexb
 from bridge.ice import rtc_configuration
 from bridge.pacing import FramePacer, mono_s16_frame
 from bridge.whip_client import CoreError, CoreUnreachable, WhipClient, WhipResource
@@ -82,6 +91,137 @@ class CallerAudioTrack(MediaStreamTrack):
         return mono_s16_frame(pcm, pts, WEBRTC_RATE)
 
 
+#: RTP video clock (RFC 6184 8.2.1): access-unit timestamps and packet pts are in 1/90000 s.
+VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)
+#: Access units queued toward aiortc; past this the sender has stalled and the queue restarts
+#: at the next keyframe (dropping a P picture would break every picture after it anyway).
+VIDEO_QUEUE_UNITS = 30
+
+
+class RoomVideoTrack(MediaStreamTrack):
+    """The room system's H.264 as an aiortc track of pre-encoded frames (video passthrough).
+
+    ``recv()`` returns an ``av.Packet`` holding one Annex B access unit: aiortc's
+    ``RTCRtpSender`` then skips its encoder and only packs the packet (``H264Encoder.pack``:
+    RFC 6184 STAP-A/FU-A), so the core receives the room system's pictures bit for bit.
+    Until the first keyframe, and after the queue overflowed, non-IDR access units are
+    dropped (a decoder cannot start on them) and ``on_keyframe_needed`` is called.
+    """
+
+    kind = "video"
+    POLL_SECONDS = 0.5
+
+    def __init__(self, depth: int = VIDEO_QUEUE_UNITS) -> None:
+        super().__init__()
+        self._queue: deque[av.Packet] = deque()
+        self._depth = depth
+        self._arrived = asyncio.Event()
+        self._last_ts: int | None = None
+        self._pts = 0
+        self._waiting_keyframe = True
+        self.on_keyframe_needed: Callable[[str], None] | None = None
+        self.units_in = 0
+        self.units_out = 0
+        self.dropped_units = 0
+
+    def push(self, unit: AccessUnit) -> None:
+        """One access unit from the room system (RTP timestamp at 90 kHz)."""
+        self.units_in += 1
+        if self._last_ts is not None:
+            # Unwrap the 32-bit RTP clock; a step backwards (a new SSRC) keeps pts still.
+            step = (unit.timestamp - self._last_ts) & 0xFFFFFFFF
+            self._pts += step if step < 0x80000000 else 0
+        self._last_ts = unit.timestamp
+        if len(self._queue) >= self._depth:
+            self.dropped_units += len(self._queue)
+            self._queue.clear()
+            self._waiting_keyframe = True
+        if self._waiting_keyframe and not unit.keyframe:
+            self.dropped_units += 1
+            if self.on_keyframe_needed is not None:
+                self.on_keyframe_needed("no_keyframe_yet")
+            return
+        self._waiting_keyframe = False
+        packet = av.Packet(unit.annexb())
+        packet.pts = packet.dts = self._pts
+        packet.time_base = VIDEO_TIME_BASE
+        self._queue.append(packet)
+        self._arrived.set()
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        """The next access unit as an ``av.Packet`` (waits for the room system, never forever)."""
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            if self._queue:
+                self.units_out += 1
+                return self._queue.popleft()
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), self.POLL_SECONDS)
+            except TimeoutError:
+                pass
+
+
+def prefer_h264(transceiver: RTCRtpTransceiver) -> None:
+    """Offer only H.264 on ``transceiver``: the room system's H.264 is passed through as is,
+    so the core must not negotiate anything else (aiortc would otherwise put VP8 first)."""
+    codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+    transceiver.setCodecPreferences(codecs)
+
+
+def hook_keyframe_requests(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
+    """Route the core's PLI/FIR for ``sender`` to ``callback``.
+
+    aiortc's ``RTCRtpSender._handle_rtcp_packet`` answers PLI and FIR by calling
+    ``self._send_keyframe()``, which only sets a flag for its own encoder; a sender fed
+    pre-encoded packets never encodes, so the request would be lost.  Replacing that one
+    method on this sender instance is the narrowest hook aiortc offers (no subclassing of
+    the sender the peer connection creates, no change to any other sender)."""
+    setattr(sender, "_send_keyframe", callback)  # noqa: B010
+
+
+class EncodedFrameTap:
+    """Stands in for an aiortc ``RTCRtpReceiver``'s decoder queue: complete H.264 frames go to
+    ``on_unit`` as :class:`AccessUnit` instead of to the decoder thread (passthrough).
+
+    aiortc reassembles each frame in its jitter buffer (NACKs included) and then hands
+    ``(codec, JitterFrame)`` to a per-receiver decoder thread through this queue; the frame's
+    data is already Annex B (aiortc's H.264 depayloader writes start codes). Taking it here --
+    on the loop thread, in ``_handle_rtp_packet`` -- skips the decode (and the worker-thread
+    hop) without touching any other receiver: a global ``get_decoder`` patch would also hit the
+    embedded core's receivers in the same process. The decoder thread still blocks on this
+    queue, and aiortc's stop (``None``) is passed on to it so it ends.
+    """
+
+    def __init__(self, on_unit: Callable[[AccessUnit], None]) -> None:
+        self.on_unit = on_unit
+        self._inner: queue.Queue[Any] = queue.Queue()
+        self.frames = 0
+
+    def put(self, item: Any) -> None:
+        if item is None:
+            self._inner.put(None)
+            return
+        _codec, frame = item
+        nals = split_annexb(bytes(frame.data))
+        if not nals:
+            return
+        self.frames += 1
+        self.on_unit(AccessUnit(nals=nals, timestamp=frame.timestamp, keyframe=is_keyframe(nals)))
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        return self._inner.get(*args, **kwargs)
+
+
+def tap_encoded_frames(receiver: Any, on_unit: Callable[[AccessUnit], None]) -> EncodedFrameTap:
+    """Install an :class:`EncodedFrameTap` on ``receiver`` (before ``setRemoteDescription``,
+    which starts its decoder thread on the queue it finds)."""
+    tap = EncodedFrameTap(on_unit)
+    receiver._RTCRtpReceiver__decoder_queue = tap  # aiortc's private, name-mangled attribute
+    return tap
+
+
 class WebRtcLeg:
     """One caller's presence in a meeting of the core: WHIP publish + WHEP subscribe (exclude self).
 
@@ -107,6 +247,18 @@ class WebRtcLeg:
         self.on_audio = on_audio
         self.on_ended = on_ended
         self.track = CallerAudioTrack(legacy_rate)
+        #: The room system's video toward the core (see :meth:`enable_video`), or None.
+        self.video_track: RoomVideoTrack | None = None
+        #: Called with a reason when the core asks for a keyframe of the published video
+        #: (RTCP PLI/FIR it sent to our WHIP sender); the video leg asks the room system.
+        self.on_keyframe_request: Callable[[str], object] | None = None
+        self.keyframe_requests_in = 0
+        #: The meeting's switched video (H.264 access units, undecoded) for the room system;
+        #: set with :meth:`enable_video` before :meth:`join` to subscribe to video.
+        self.on_video: Callable[[AccessUnit], None] | None = None
+        self._video_tap: EncodedFrameTap | None = None
+        self._video_receiver: Any = None
+        self.keyframe_requests_out = 0
         self._http = http or WhipClient(reactor)
         self._connect_timeout = connect_timeout
         self._pub: RTCPeerConnection | None = None
@@ -122,6 +274,40 @@ class WebRtcLeg:
     def feed(self, pcm: np.ndarray) -> None:
         """The caller's decoded audio (mono int16 at ``legacy_rate``) to publish."""
         self.track.feed(pcm)
+
+    def enable_video(self) -> RoomVideoTrack:
+        """Publish a video track too (H.264 passthrough); call before :meth:`join`."""
+        if self.video_track is None:
+            self.video_track = RoomVideoTrack()
+            self.video_track.on_keyframe_needed = self._keyframe_wanted
+        return self.video_track
+
+    def _keyframe_wanted(self, why: str) -> None:
+        if self.on_keyframe_request is not None:
+            self.on_keyframe_request(why)
+
+    def _video_unit(self, unit: AccessUnit) -> None:
+        if self.on_video is not None:
+            self.on_video(unit)
+
+    def request_core_keyframe(self) -> bool:
+        """Ask the core for a keyframe of the meeting's video (RTCP PLI on the WHEP receiver,
+        which aiortc's sender in the core turns into a forced IDR); False before any video came."""
+        receiver = self._video_receiver
+        if receiver is None or self._leaving:
+            return False
+        sources = receiver.getSynchronizationSources()
+        if not sources:
+            return False
+        self.keyframe_requests_out += 1
+        asyncio.ensure_future(receiver._send_rtcp_pli(sources[0].source))
+        return True
+
+    def _core_wants_keyframe(self) -> None:
+        """The core asked for a keyframe of our video (see :func:`hook_keyframe_requests`):
+        only the room system can make one, since its pictures pass through untouched."""
+        self.keyframe_requests_in += 1
+        self._keyframe_wanted("core_pli")
 
     def _watch(self, name: str, pc: RTCPeerConnection) -> None:
         connected = self._connected[name] = asyncio.Event()
@@ -154,6 +340,10 @@ class WebRtcLeg:
             pub = self._pub = RTCPeerConnection(rtc_configuration())
             self._watch("whip", pub)
             pub.addTransceiver(self.track, direction="sendonly")
+            if self.video_track is not None:
+                video = pub.addTransceiver(self.video_track, direction="sendonly")
+                prefer_h264(video)
+                hook_keyframe_requests(video.sender, self._core_wants_keyframe)
             await pub.setLocalDescription(await pub.createOffer())  # gathers: complete offer
             named = {"name": self.display_name} if self.display_name else {}
             whip_query = urlencode({**named, **self.publish_params})
@@ -164,6 +354,11 @@ class WebRtcLeg:
             sub = self._sub = RTCPeerConnection(rtc_configuration())
             self._watch("whep", sub)
             sub.addTransceiver("audio", direction="recvonly")
+            if self.video_track is not None and self.on_video is not None:
+                watch = sub.addTransceiver("video", direction="recvonly")
+                prefer_h264(watch)
+                self._video_receiver = watch.receiver
+                self._video_tap = tap_encoded_frames(watch.receiver, self._video_unit)
 
             @sub.on("track")
             def _on_track(track: MediaStreamTrack) -> None:
@@ -233,6 +428,8 @@ class WebRtcLeg:
             return
         self._leaving = True
         self.track.stop()
+        if self.video_track is not None:
+            self.video_track.stop()
         for resource in (self.whep, self.whip):
             if resource is not None:
                 try:
@@ -260,4 +457,10 @@ class WebRtcLeg:
             "silent_frames_out": self.track.silent_frames,
             "frames_in": self.frames_received,
             "inbound_overflow_samples": self.track.overflow_samples,
+            **({"video_units_out": self.video_track.units_out,
+                "video_units_dropped": self.video_track.dropped_units,
+                "keyframe_requests_in": self.keyframe_requests_in,
+                "video_units_in": self._video_tap.frames if self._video_tap is not None else 0,
+                "keyframe_requests_out": self.keyframe_requests_out}
+               if self.video_track is not None else {}),
         }

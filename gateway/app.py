@@ -85,7 +85,7 @@ class Gateway:
             participant_count=None if cfg.core.url else (
                 lambda m: sum(1 for p in self.core.roster(m) if p.kind == "whip")),
         )
-        self.sip = SipService(self.reactor, self.calls)
+        self.sip = SipService(self.reactor, self.calls, limits=cfg.sip.limits.to_sip())
         if cfg.sip.udp is not None:
             p = self.sip.listen_udp(cfg.sip.udp.host, cfg.sip.udp.port)
             self._listening.append(p)
@@ -201,7 +201,11 @@ class Gateway:
         self.h323_calls = H323CallController(
             reactor=self.reactor, policy=policy, core_url=core_url.rstrip("/"),
             media_address=self.config.media.address, ports=self.calls._ports,
-            roster=self.roster, metrics=self.metrics, pins=self.calls.pins)
+            roster=self.roster, metrics=self.metrics, pins=self.calls.pins,
+            live=self.calls.live)
+        # One meeting-wide DTMF relay (policy dtmf_relay) over SIP and H.323 participants.
+        self.calls.dtmf_relay_targets.append(self.h323_calls)
+        self.h323_calls.dtmf_relay_targets.append(self.calls)
         service = H323Service(self.reactor, self.h323_calls)
         port = service.listen(listen.host, listen.port)
         self._listening.append(port)

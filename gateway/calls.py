@@ -18,15 +18,26 @@ from typing import Any
 import structlog
 
 from bridge.codecs import codec_by_name
+from bridge.dtmf_sender import (
+    DEFAULT_DURATION_MS,
+    DEFAULT_GAP_MS,
+    DtmfError,
+    check_duration,
+    validate_digits,
+)
 from bridge.legacy_leg import LegacyAudioLeg
 from bridge.ports import NoFreePort, PortAllocator
 from bridge.session import MediaSession, allocate_legacy_leg
 from bridge.srtp import SdesSrtp
-from gateway.admission import Admit, Refuse, decide
+from bridge.video_leg import VideoLegParams
+from gateway.admission import Admit, Refuse
+from gateway.delayed_offer import DelayedOfferNegotiation, delayed_offer_security
 from gateway.dialstring import DEFAULT_IVR_USERS, DialString, parse_dial_string
-from gateway.ivr import IvrHangup, LegIO, run_ivr
+from gateway.ivr import IvrHangup, LegIO
+from gateway.ivr.detour import admit_waiting, converse, wait_in_lobby, waiting
+from gateway.live_meeting import LiveOverrides, set_muted
 from gateway.metrics import Metrics
-from gateway.participation import join_roster, leave_roster
+from gateway.participation import DtmfRelayTarget, join_roster, leave_roster, relay_dtmf
 from gateway.pinlock import PinAttempts
 from gateway.policy import MeetingPolicy, Policy
 from gateway.roster import (
@@ -34,16 +45,25 @@ from gateway.roster import (
     Roster,
     RosterParticipant,
     Transport,
-    new_participant_id,
 )
-from sip.calls import EndReason, InboundCall
-from sip.offer_answer import OfferRejected, build_answer, choose_audio, media_security
+from sip.calls import CallState, EndReason, InboundCall
+from sip.info import dtmf_relay_body
+from sip.offer_answer import (
+    PASSTHROUGH_VIDEO_CODECS,
+    AudioChoice,
+    OfferRejected,
+    VideoChoice,
+    build_answer,
+    choose_audio,
+    choose_video,
+    media_security,
+)
 from sip.sdp import SdpParseError, SessionDescription
 
 log = structlog.get_logger("gateway.calls")
 
 #: Codecs the legacy leg can carry, in the order we prefer when the offer leaves us the choice.
-LEGACY_AUDIO_PREFERENCE = ("PCMU", "PCMA", "G722")
+LEGACY_AUDIO_PREFERENCE = ("PCMU", "PCMA", "G722", "OPUS")
 
 
 def call_label(call_id: str) -> str:
@@ -86,6 +106,43 @@ def audio_preference(mp: MeetingPolicy) -> tuple[str, ...]:
     return tuple(c for c in mp.audio_codecs if c in LEGACY_AUDIO_PREFERENCE)
 
 
+def choose_call_video(offer: SessionDescription, mp: MeetingPolicy) -> VideoChoice | None:
+    """The main video the call carries: none under ``video: false``, else the offer's first
+    usable line in a codec both the meeting's ``video_codecs`` and the passthrough bridge take."""
+    preferred = tuple(c for c in mp.video_codecs if c in PASSTHROUGH_VIDEO_CODECS)
+    return choose_video(offer, preferred=preferred, enabled=mp.video) if preferred else None
+
+
+def reoffer_video(session: MediaSession | None, offer: SessionDescription) -> VideoChoice | None:
+    """The running video leg's line in a re-offer (RFC 3264 8): kept when it has the same
+    payload type and SDES keys (our key stays, as for audio); anything else -- no video leg,
+    a new codec or new keys, which the leg cannot take mid-call -- is answered with port 0."""
+    leg = session.video if session is not None else None
+    video = choose_video(offer) if leg is not None else None
+    if leg is None or video is None or video.payload_type != leg.params.payload_type:
+        return None
+    crypto, srtp = video.crypto, leg.srtp
+    if crypto is None or srtp is None:
+        return video if crypto is None and srtp is None else None
+    if crypto.suite != srtp.suite or crypto.remote.key != srtp.remote_key:
+        return None
+    return dataclasses.replace(video, crypto=dataclasses.replace(
+        crypto, local=dataclasses.replace(crypto.local, key=srtp.local_key)))
+
+
+def video_leg_params(video: VideoChoice) -> VideoLegParams:
+    """The bridge's view of the agreed video (bridge never imports sip)."""
+    crypto = video.crypto
+    return VideoLegParams(
+        payload_type=video.payload_type, remote_address=video.remote_address,
+        remote_port=video.remote_port, packetization_mode=video.packetization_mode,
+        bandwidth_kbps=video.bandwidth_kbps, feedback=video.feedback,
+        srtp_suite=crypto.suite if crypto is not None else None,
+        srtp_remote_key=crypto.remote.key if crypto is not None else None,
+        srtp_local_key=crypto.local.key if crypto is not None else None,
+    )
+
+
 def shown_name(display: str | None) -> str | None:
     """A SIP display name fit for the roster and core (``anonymous_names: false``): printable,
     bounded; None when there is nothing usable."""
@@ -115,8 +172,11 @@ class CallController:
         pins: PinAttempts | None = None,
         participant_count: Any = None,
         ivr_users: tuple[str, ...] = DEFAULT_IVR_USERS,
+        live: LiveOverrides | None = None,
     ) -> None:
         self._reactor = reactor
+        #: Operator edits of running meetings (lock, PIN), shared with the H.323 controller.
+        self.live = live if live is not None else LiveOverrides(lambda m: self.participants_in(m) > 0)
         #: Wrong-PIN counts per (meeting, source), shared with the H.323 controller.
         self.pins = pins if pins is not None else PinAttempts()
         #: ``meeting -> participants in the core`` (WHIP publishers), for ``max_participants``;
@@ -135,6 +195,9 @@ class CallController:
         self.on_dtmf: Any = None
         #: Keyframe requests from the caller (SIP INFO picture_fast_update): ``(call)``.
         self.on_keyframe_request: Any = None
+        #: Controllers a relayed digit (``dtmf_relay: true``) goes to: this one, and the H.323
+        #: one when the gateway runs both (``Gateway`` adds it).
+        self.dtmf_relay_targets: list[DtmfRelayTarget] = [self]
 
     # -- CallHandler -------------------------------------------------------------------
 
@@ -175,13 +238,9 @@ class CallController:
         call = entry.call
         bound = log.bind(call=entry.label, meeting=entry.meeting, transport=call.transport)
         offer = call.offer
-        if offer is None:
-            bound.info("call.refused", status=488, rule="offer-required")
-            call.reject(488, "Not Acceptable Here",
-                        warning="roomgate needs an SDP offer in the INVITE (delayed offer is not supported yet)")
-            self._forget(entry, refused="offer-required")
-            return
-        security = media_security(offer)
+        # Delayed offer (no SDP in the INVITE): the policy, not an offer, says what media it gets.
+        security = media_security(offer) if offer is not None \
+            else delayed_offer_security(self.policy, entry.meeting)
         if entry.dialled.to_ivr:
             await self._ivr_call(entry, security, None)
             return
@@ -194,6 +253,9 @@ class CallController:
             return
         if decision.pin_required or decision.lobby:  # answer first: IVR for the PIN, lobby wait
             await self._ivr_call(entry, security, decision)
+            return
+        if offer is None:
+            await self._delayed_offer_call(entry, decision, bound)
             return
         # SRTP is used whenever the offer has usable SDES keys, whatever legacy_media says
         # (never a downgrade); require-srtp also refuses an offer without them (RFC 4568).
@@ -219,6 +281,7 @@ class CallController:
         if self.metrics is not None:
             self.metrics.call_admitted("sip", call.transport)
         self._name(entry, decision.policy)
+        video = choose_call_video(offer, decision.policy)
         call.ring()
         try:
             session = MediaSession.allocate(
@@ -236,6 +299,7 @@ class CallController:
                 srtp_suite=choice.srtp_suite,
                 srtp_remote_key=choice.srtp_remote_key,
                 srtp_local_key=choice.srtp_local_key,
+                video=video_leg_params(video) if video is not None else None,
             )
         except (NoFreePort, OSError, ValueError, KeyError) as exc:  # the caller gets a clean 503
             bound.error("call.media_failed", stage="allocate", error=str(exc))
@@ -259,12 +323,87 @@ class CallController:
         if entry.ended:  # CANCEL or transport error while we were joining
             self._close_media(entry)
             return
-        answer = build_answer(offer, choice, self._media_address, session.local_port)
+        answer = build_answer(offer, choice, self._media_address, session.local_port,
+                              video=video, video_port=session.video_port)
         session.on_dtmf = lambda digit: self._digit(entry, digit, "rfc4733")
         call.on_offer = lambda _call, new_offer: self._reoffer(entry, new_offer)
         call.accept(str(answer))
         self._join_roster(entry, session, choice.encoding)
         bound.info("call.answered", local_port=session.local_port,
+                   participant=entry.participant.id if entry.participant else None)
+
+    async def _delayed_ivr_leg(self, entry: LegacyCall, first: Admit | None, preferred: tuple[str, ...],
+                               bound: Any) -> tuple[AudioChoice, LegacyAudioLeg] | None:
+        """Delayed offer into the IVR or lobby: offer in the 200 OK (SDES best effort when the
+        meeting is not known yet, so a meeting entered later that requires SRTP can still be
+        joined), then the leg from the ACK's answer; None when the call ended or failed."""
+        legacy_media = first.policy.legacy_media if first is not None else "prefer-srtp"
+        neg = DelayedOfferNegotiation(entry.call, ports=self._ports, media_address=self._media_address,
+                                      codecs=preferred, legacy_media=legacy_media)
+        try:
+            our_offer = neg.offer()
+        except (NoFreePort, OSError, ValueError) as exc:
+            bound.error("call.media_failed", stage="allocate", error=str(exc))
+            entry.call.reject(503, "Service Unavailable", warning="no media port available")
+            self._forget(entry, refused="media-port")
+            return None
+        entry.call.accept(our_offer)
+        got = await neg.answered()
+        if got is not None and entry.ended:
+            got[1].close()
+            return None
+        if got is not None:
+            bound.info("call.answer_taken", codec=got[0].encoding, delayed_offer=True,
+                       legacy_encryption="sdes-srtp" if got[0].secure else "plain")
+        return got
+
+    async def _delayed_offer_call(self, entry: LegacyCall, decision: Admit, bound: Any) -> None:
+        """Delayed offer (RFC 3261 13.2.1, see :mod:`gateway.delayed_offer`): our offer in the
+        200 OK, the leg built from the ACK's answer, then the meeting joined on it."""
+        call, mp = entry.call, decision.policy
+        neg = DelayedOfferNegotiation(call, ports=self._ports, media_address=self._media_address,
+                                      codecs=audio_preference(mp), legacy_media=mp.legacy_media)
+        try:
+            our_offer = neg.offer()
+        except (NoFreePort, OSError, ValueError) as exc:
+            bound.error("call.media_failed", stage="allocate", error=str(exc))
+            call.reject(503, "Service Unavailable", warning="no media port available")
+            self._forget(entry, refused="media-port")
+            return
+        bound.info("call.admitted", rule=decision.rule, media_security=decision.media_security,
+                   delayed_offer=True, local_port=neg.local_port, notes=list(decision.notes) or None)
+        if self.metrics is not None:
+            self.metrics.call_admitted("sip", call.transport)
+        self._name(entry, mp)
+        call.accept(our_offer)
+        answered = await neg.answered()
+        if answered is None or entry.ended:  # no usable answer: the SIP core sent BYE with a Reason
+            if answered is not None:
+                answered[1].close()
+            return
+        choice, legacy = answered
+        legacy_encryption = "sdes-srtp" if choice.secure else "plain"
+        bound.info("call.answer_taken", codec=choice.encoding, legacy_encryption=legacy_encryption,
+                   srtp_suite=choice.srtp_suite)
+        session = MediaSession.around_legacy(legacy, reactor=self._reactor, meeting=entry.meeting,
+                                             core_url=self._core_url, display_name=entry.pseudonym)
+        entry.session = session
+        session.on_ended = lambda why: self._media_ended(entry, why)
+        session.on_dtmf = lambda digit: self._digit(entry, digit, "rfc4733")
+        session.webrtc.publish_params = {"leg": "sip", "enc": legacy_encryption, "recording": mp.recording}
+        call.on_offer = lambda _call, new_offer: self._reoffer(entry, new_offer)
+        try:
+            await session.start()
+        except Exception as exc:  # noqa: BLE001 - the call is answered: end it cleanly
+            bound.error("call.media_failed", stage="join", error=str(exc))
+            if not entry.ended:
+                self._end_from_gateway(entry, "the meeting could not be joined", by="media")
+            return
+        if entry.ended:
+            self._close_media(entry)
+            return
+        self._join_roster(entry, session, choice.encoding)
+        bound.info("call.answered", local_port=session.local_port, delayed_offer=True,
                    participant=entry.participant.id if entry.participant else None)
 
     # -- policy checks, PINs and the IVR -----------------------------------------------------
@@ -283,9 +422,9 @@ class CallController:
         """The policy decision for ``entry`` joining ``meeting`` with ``pin``; counts a wrong PIN
         against the caller's source (lockout after the meeting's ``pin_attempts``)."""
         source = entry.call.source[0]
-        mp = self.policy.for_meeting(meeting)
+        mp = self.live.effective_policy(self.policy, meeting).for_meeting(meeting)
         locked = mp is not None and mp.pin is not None and self.pins.locked(meeting, source, mp.pin_attempts)
-        decision = decide(self.policy, meeting=meeting, protocol="sip", transport=entry.call.transport,
+        decision = self.live.decide(self.policy, meeting=meeting, protocol="sip", transport=entry.call.transport,
                           media_security=security, source=source, pin=pin,  # type: ignore[arg-type]
                           locked_out=locked, participants=self.participants_in(meeting, besides=entry))
         if isinstance(decision, Refuse) and decision.policy is not None \
@@ -327,6 +466,65 @@ class CallController:
             entry.on_digit(digit)
         if self.on_dtmf is not None:
             self.on_dtmf(entry.call, digit, source)
+        if entry.on_digit is None and entry.participant is not None:  # joined: never IVR/PIN digits
+            relay_dtmf(self.policy, entry.meeting, digit, sender=entry.participant.id,
+                       targets=self.dtmf_relay_targets)
+
+    # -- DTMF toward callers (relay, control API) ---------------------------------------------
+
+    def send_dtmf(self, meeting: str, participant_id: str, digits: str,
+                  duration_ms: int = DEFAULT_DURATION_MS) -> bool:
+        """Key ``digits`` toward the answered caller ``participant_id`` (the control API's command);
+        False if no such caller, :class:`DtmfError` if they cannot be sent (nothing is sent then)."""
+        for entry in list(self._calls.values()):
+            if entry.meeting == meeting and not entry.ended and entry.participant is not None \
+                    and entry.participant.id == participant_id:
+                self._send_dtmf(entry, digits, duration_ms, why="api")
+                return True
+        return False
+
+    def send_dtmf_to_meeting(self, meeting: str, digits: str, *, besides: str | None) -> int:
+        """Key ``digits`` toward every answered caller in ``meeting`` but ``besides`` (the relay);
+        returns to how many they went. A caller that cannot take them is logged and skipped."""
+        sent = 0
+        for entry in list(self._calls.values()):
+            if entry.meeting != meeting or entry.ended or entry.participant is None \
+                    or entry.participant.id == besides:
+                continue
+            try:
+                self._send_dtmf(entry, digits, DEFAULT_DURATION_MS, why="relay")
+            except DtmfError as exc:
+                log.info("call.dtmf_not_sent", call=entry.label, meeting=meeting, why="relay",
+                         detail=str(exc))
+                continue
+            sent += 1
+        return sent
+
+    def _send_dtmf(self, entry: LegacyCall, digits: str, duration_ms: int, *, why: str) -> None:
+        """RFC 4733 events on the caller's own outbound RTP clock (``bridge.dtmf_sender``) when it
+        negotiated telephone-event; else SIP INFO ``application/dtmf-relay`` (RFC 6086), one per
+        digit, paced like the events (duration + gap) so each transaction ends before the next;
+        :class:`DtmfError` when neither can carry them. Logs the count, never the digits."""
+        leg = entry.session.legacy if entry.session is not None else None
+        if leg is not None and leg.can_send_dtmf:
+            queued = leg.send_dtmf(digits, duration_ms)
+            by = "rfc4733"
+        elif leg is not None and entry.call.state is CallState.CONFIRMED:
+            text, pace = validate_digits(digits), (check_duration(duration_ms) + DEFAULT_GAP_MS) / 1000
+            loop = asyncio.get_running_loop()
+            for i, digit in enumerate(text):
+                loop.call_later(i * pace, self._send_info_digit, entry, dtmf_relay_body(digit, duration_ms))
+            queued, by = len(text), "sip-info"
+        else:
+            raise DtmfError("the caller negotiated no telephone-event (RFC 4733) and its dialog "
+                            "cannot carry SIP INFO")
+        log.info("call.dtmf_sent", call=entry.label, meeting=entry.meeting, by=by, why=why,
+                 count=queued)
+
+    @staticmethod
+    def _send_info_digit(entry: LegacyCall, body: bytes) -> None:
+        if not entry.ended:
+            entry.call.send_info("application/dtmf-relay", body)
 
     def keyframe_requested(self, call: InboundCall) -> None:
         """SIP INFO ``picture_fast_update`` (RFC 5168): surfaced for the video bridge."""
@@ -334,6 +532,8 @@ class CallController:
         if entry is None:
             return
         log.info("call.keyframe_requested", call=entry.label, meeting=entry.meeting)
+        if entry.session is not None and entry.session.video is not None:
+            entry.session.video.keyframe_from_room("sip_info")  # the core makes an IDR
         if self.on_keyframe_request is not None:
             self.on_keyframe_request(call)
 
@@ -380,9 +580,11 @@ class CallController:
         except ValueError as exc:
             bound.info("call.reoffer_refused", detail=str(exc))
             return None
+        video = reoffer_video(entry.session, offer)
         answer = build_answer(offer, choice, self._media_address, leg.local_port,
                               session_id=int(old.origin.session_id),
-                              session_version=int(old.origin.session_version) + 1)
+                              session_version=int(old.origin.session_version) + 1,
+                              video=video, video_port=entry.session.video_port if video and entry.session else None)
         bound.info("call.reoffer_answered", codec=choice.encoding, direction=direction,
                    sending=sending, legacy_encryption=leg.encryption)
         return str(answer)
@@ -391,31 +593,37 @@ class CallController:
         """Answer, ask for the meeting and/or PIN by voice and DTMF, then join on the same RTP
         leg (a MediaSession takes it over), or hang up with a ``Reason:`` naming the rule."""
         call, offer = entry.call, entry.call.offer
-        assert offer is not None
         bound = log.bind(call=entry.label, transport=call.transport)
         preferred = LEGACY_AUDIO_PREFERENCE if first is None else audio_preference(first.policy)
         require_srtp = first is not None and first.policy.legacy_media == "require-srtp"
-        try:
-            choice = choose_audio(offer, preferred=preferred, require_srtp=require_srtp)
-        except OfferRejected as exc:
-            bound.info("call.refused", status=exc.status, rule="audio-codec", detail=exc.reason)
-            call.reject(exc.status, "Not Acceptable Here", warning=exc.reason)
-            self._forget(entry, refused="audio-codec")
-            return
-        try:
-            legacy = allocate_legacy_leg(
-                media_address=self._media_address, port_allocator=self._ports,
-                encoding=choice.encoding, payload_type=choice.payload_type,
-                remote_address=choice.remote_address, remote_port=choice.remote_port,
-                telephone_event_pt=choice.telephone_event_pt, srtp_suite=choice.srtp_suite,
-                srtp_remote_key=choice.srtp_remote_key, srtp_local_key=choice.srtp_local_key)
-        except (NoFreePort, OSError, ValueError, KeyError) as exc:
-            bound.error("call.media_failed", stage="allocate", error=str(exc))
-            call.reject(503, "Service Unavailable", warning="no media port available")
-            self._forget(entry, refused="media-port")
-            return
+        if offer is None:  # delayed offer: the leg comes from the ACK's answer to our offer
+            got = await self._delayed_ivr_leg(entry, first, preferred, bound)
+            if got is None:
+                return
+            choice, legacy = got
+            security = "sdes" if choice.secure else "plain"  # what the call now has
+        else:
+            try:
+                choice = choose_audio(offer, preferred=preferred, require_srtp=require_srtp)
+            except OfferRejected as exc:
+                bound.info("call.refused", status=exc.status, rule="audio-codec", detail=exc.reason)
+                call.reject(exc.status, "Not Acceptable Here", warning=exc.reason)
+                self._forget(entry, refused="audio-codec")
+                return
+            try:
+                legacy = allocate_legacy_leg(
+                    media_address=self._media_address, port_allocator=self._ports,
+                    encoding=choice.encoding, payload_type=choice.payload_type,
+                    remote_address=choice.remote_address, remote_port=choice.remote_port,
+                    telephone_event_pt=choice.telephone_event_pt, srtp_suite=choice.srtp_suite,
+                    srtp_remote_key=choice.srtp_remote_key, srtp_local_key=choice.srtp_local_key)
+            except (NoFreePort, OSError, ValueError, KeyError) as exc:
+                bound.error("call.media_failed", stage="allocate", error=str(exc))
+                call.reject(503, "Service Unavailable", warning="no media port available")
+                self._forget(entry, refused="media-port")
+                return
+            call.accept(str(build_answer(offer, choice, self._media_address, legacy.local_port)))
         entry.legacy = legacy
-        call.accept(str(build_answer(offer, choice, self._media_address, legacy.local_port)))
         await legacy.start()
         io = LegIO(legacy.push_audio, legacy.codec.sample_rate)
         entry.on_digit = io.digit
@@ -423,27 +631,10 @@ class CallController:
         call.on_offer = lambda _call, new_offer: self._reoffer(entry, new_offer)
         asks = "meeting" if first is None else ("pin" if first.pin_required else "lobby")
         bound.info("ivr.started", asks=asks, codec=choice.encoding)
-        entry.ivr_task = asyncio.ensure_future(run_ivr(
-            io, lambda meeting, pin: self.check(entry, meeting, pin, security),
-            meeting=entry.meeting if first is not None else "", first=first))
-        try:
-            result = await entry.ivr_task
-        except asyncio.CancelledError:
+        result = await converse(entry, io, lambda meeting, pin: self.check(entry, meeting, pin, security),
+                                first=first, codec=choice.encoding, secure=choice.secure)
+        if result is None:
             return  # the caller hung up; call_ended closed the leg
-        finally:
-            entry.ivr_task = None
-        if entry.ended:
-            return
-        if isinstance(result, Admit):
-            mp = result.policy
-            if choice.encoding not in mp.audio_codecs:
-                rule = mp.rule("audio_codecs")
-                result = IvrHangup(f"meeting '{result.meeting}' does not allow {choice.encoding} "
-                                   f"(rule {rule})", rule)
-            elif mp.legacy_media == "require-srtp" and not choice.secure:
-                rule = mp.rule("legacy_media")
-                result = IvrHangup(f"meeting '{result.meeting}' requires encrypted media (SRTP) "
-                                   f"(rule {rule})", rule)
         if isinstance(result, IvrHangup):
             bound.info("call.refused", stage="ivr", rule=result.rule)
             if self.metrics is not None:
@@ -453,7 +644,7 @@ class CallController:
                 self._end_from_gateway(entry, result.reason, by="ivr")
             return
         entry.meeting = result.meeting
-        if result.lobby and not await self._wait_in_lobby(entry, io):
+        if result.lobby and not await wait_in_lobby(entry, io, protocol="sip"):
             return  # hung up (or removed) while waiting
         legacy_encryption = "sdes-srtp" if choice.secure else "plain"
         bound.info("call.admitted", meeting=entry.meeting, rule=result.rule, codec=choice.encoding,
@@ -485,40 +676,13 @@ class CallController:
         bound.info("call.answered", meeting=entry.meeting, local_port=session.local_port, entry_by="ivr",
                    participant=entry.participant.id if entry.participant else None)
 
-    async def _wait_in_lobby(self, entry: LegacyCall, io: LegIO) -> bool:
-        """Hold the answered caller (prompt, then silence) until the control API admits it
-        (:meth:`admit_participant`); False if the call ended meanwhile."""
-        entry.lobby_id = new_participant_id()
-        entry.admitted = asyncio.Event()
-        log.info("call.lobby", call=entry.label, meeting=entry.meeting, lobby_id=entry.lobby_id)
-        entry.ivr_task = asyncio.ensure_future(self._lobby_hold(entry, io, entry.admitted))
-        try:
-            await entry.ivr_task
-        except asyncio.CancelledError:
-            return False
-        finally:
-            entry.ivr_task, entry.lobby_id = None, None
-        return not entry.ended
-
-    @staticmethod
-    async def _lobby_hold(entry: LegacyCall, io: LegIO, admitted: asyncio.Event) -> None:
-        await io.play("lobby")
-        await admitted.wait()
-
     def lobby(self, meeting: str) -> list[dict[str, str]]:
         """Callers waiting in ``meeting``'s lobby, for the control API (ids only)."""
-        return [{"id": e.lobby_id, "protocol": "sip"} for e in self._calls.values()
-                if e.meeting == meeting and e.lobby_id is not None and not e.ended]
+        return waiting(self._calls.values(), meeting, "sip")
 
     def admit_participant(self, meeting: str, participant_id: str) -> bool:
         """Let a caller waiting in the lobby join (the control API's admit command)."""
-        for entry in self._calls.values():
-            if entry.meeting == meeting and entry.lobby_id == participant_id \
-                    and entry.admitted is not None and not entry.ended:
-                entry.admitted.set()
-                log.info("call.lobby_admitted", call=entry.label, meeting=meeting)
-                return True
-        return False
+        return admit_waiting(self._calls.values(), meeting, participant_id)
 
     def _media_ended(self, entry: LegacyCall, why: str) -> None:
         if not entry.ended:
@@ -545,6 +709,17 @@ class CallController:
     def _leave_roster(self, entry: LegacyCall, by: str) -> None:
         participant, entry.participant = entry.participant, None
         leave_roster(self.roster, self.metrics, participant, by)
+
+    def set_participant_muted(self, meeting: str, participant_id: str, muted: bool) -> bool:
+        """Stop (or resume) forwarding an answered caller's audio to the core; False: no such call."""
+        for entry in self._calls.values():
+            if entry.meeting == meeting and entry.participant is not None \
+                    and entry.participant.id == participant_id and entry.session is not None:
+                set_muted(entry.session, muted)
+                entry.participant.muted = muted
+                log.info("call.muted" if muted else "call.unmuted", call=entry.label, meeting=meeting)
+                return True
+        return False
 
     def end_participant(self, meeting: str, participant_id: str, reason: str) -> bool:
         """Hang up the legacy call of roster participant ``participant_id`` (BYE with ``Reason:``)."""
@@ -577,9 +752,9 @@ class CallController:
         from gateway.policy_reload import tightened_out, tightened_reason
 
         self.policy = policy
+        ended = self._recheck_joining(policy)
         if policy.on_tighten != "end":
-            return 0
-        ended = 0
+            return ended
         for entry in list(self._calls.values()):
             if entry.ended or entry.participant is None:
                 continue
@@ -588,6 +763,25 @@ class CallController:
                                     legacy_encryption=entry.participant.legacy_encryption)
             if refusal is not None:
                 log.info("call.ended_by_policy", call=entry.label, meeting=entry.meeting, rule=refusal.rule)
+                self._end_from_gateway(entry, tightened_reason(refusal), by="policy")
+                ended += 1
+        return ended
+
+    def _recheck_joining(self, policy: Policy) -> int:
+        """End the calls still in the IVR (meeting chosen) or the lobby that ``policy`` now refuses
+        (:func:`gateway.policy_reload.joining_refused`), BYE ``Reason:`` naming the rule."""
+        from gateway.policy_reload import joining_refused, tightened_reason
+
+        ended = 0
+        for entry in list(self._calls.values()):
+            if entry.ended or entry.participant is not None or entry.legacy is None or not entry.meeting:
+                continue
+            refusal = joining_refused(policy, meeting=entry.meeting, protocol="sip",
+                                      transport=entry.call.transport, source=entry.call.source[0],
+                                      legacy_encryption=entry.legacy.encryption)
+            if refusal is not None:
+                log.info("call.ended_by_policy", call=entry.label, meeting=entry.meeting, rule=refusal.rule,
+                         stage="lobby" if entry.lobby_id is not None else "ivr")
                 self._end_from_gateway(entry, tightened_reason(refusal), by="policy")
                 ended += 1
         return ended
@@ -603,6 +797,8 @@ class CallController:
             task = asyncio.ensure_future(session.close())
             entry.tasks.add(task)
             task.add_done_callback(entry.tasks.discard)
+            task.add_done_callback(lambda _t: self.live.prune())  # the meeting may have ended
+        self.live.prune()
 
     def _forget(self, entry: LegacyCall, *, refused: str | None = None) -> None:
         if refused is not None and self.metrics is not None:

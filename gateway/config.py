@@ -34,6 +34,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from gateway.yamlmarks import Issue, Loaded, YamlError, load_file, validate
+from sip.ratelimit import DEFAULT_LIMITS, DEFAULT_PREPARSE, Limit, SipLimits
 
 log = structlog.get_logger("gateway.config")
 
@@ -192,6 +193,47 @@ class _Section(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
+class RateLimitConfig(_Section):
+    """One per-source token bucket: ``rate`` requests per second sustained, ``burst`` at once,
+    and (per-method limits only) ``hard_limit`` 503s per refill before the source is ignored."""
+
+    rate: Annotated[float, Field(gt=0, le=100000)]
+    burst: Annotated[int, Field(ge=1, le=1000000)]
+    hard_limit: Annotated[int, Field(ge=0, le=1000000)] = 20
+
+
+class PreParseConfig(_Section):
+    """The pre-parse gate's bucket per source (requests of established calls never count)."""
+
+    rate: Annotated[float, Field(gt=0, le=100000)]
+    burst: Annotated[int, Field(ge=1, le=1000000)]
+
+
+def _limit_config(limit: Limit) -> RateLimitConfig:
+    return RateLimitConfig(rate=limit.rate, burst=limit.burst, hard_limit=limit.hard_limit)
+
+
+class SipLimitsConfig(_Section):
+    """``sip.limits``: flood and size limits (:class:`sip.ratelimit.SipLimits`; the defaults are
+    the ones the gateway always had).  ``preparse: null`` turns the pre-parse gate off."""
+
+    invite: RateLimitConfig = Field(default_factory=lambda: _limit_config(DEFAULT_LIMITS["INVITE"]))
+    options: RateLimitConfig = Field(default_factory=lambda: _limit_config(DEFAULT_LIMITS["OPTIONS"]))
+    preparse: PreParseConfig | None = Field(default_factory=lambda: PreParseConfig(
+        rate=DEFAULT_PREPARSE.rate, burst=DEFAULT_PREPARSE.burst))
+    max_message_bytes: Annotated[int, Field(ge=512, le=16 * 1024 * 1024)] | None = None
+    max_transactions: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+
+    def to_sip(self) -> SipLimits:
+        """The :class:`sip.ratelimit.SipLimits` these settings describe."""
+        pre = self.preparse
+        return SipLimits(
+            invite=Limit(self.invite.rate, self.invite.burst, self.invite.hard_limit),
+            options=Limit(self.options.rate, self.options.burst, self.options.hard_limit),
+            preparse=Limit(pre.rate, pre.burst, hard_limit=0) if pre is not None else None,
+            max_message_bytes=self.max_message_bytes, max_transactions=self.max_transactions)
+
+
 class SipConfig(_Section):
     """SIP listeners; omit or null one to disable it.
 
@@ -208,6 +250,7 @@ class SipConfig(_Section):
     tls_key: Annotated[Path, Field(strict=False)] | None = None
     tls_ca: Annotated[Path, Field(strict=False)] | None = None
     tls_verify_client: bool = False
+    limits: SipLimitsConfig = Field(default_factory=SipLimitsConfig)
 
     @field_validator("tls_cert", "tls_key", "tls_ca", mode="before")
     @classmethod

@@ -14,7 +14,13 @@ Connect, so the caller hears the meeting from the first packet.
   Display element with the rule's text (what SIP puts in ``Warning:``): unknown meeting and
   protocol not allowed -> ``calledPartyNotRegistered`` (causes 1 and 21); ``legacy_media:
   require-srtp`` -> ``securityDenied`` (H.323 legs are plain RTP); no media port or the meeting
-  cannot be joined -> ``gatewayResources``.  Each refusal logs ``call.refused``.
+  cannot be joined -> ``gatewayResources``; a meeting locked by an operator (control API) ->
+  ``destinationRejection`` (cause 21).  Each refusal logs ``call.refused``.
+- **IVR and lobby** (like SIP callers): only the IP dialled, a PIN missing, or ``lobby: true`` ->
+  the call is connected with its own RTP leg, :mod:`gateway.ivr` asks by voice (digits by H.245
+  userInputIndication or RFC 4733 on the leg), the lobby waits for the control API's admit, and
+  the call joins on the same leg (:meth:`MediaSession.around_legacy`) -- or is released with
+  :func:`release_for_ivr`'s reason and the rule in Display.
 - **Media**: with Fast Start the caller's first G.711 proposal (PCMU, PCMA) is bridged and
   answered in Connect; otherwise Connect starts H.245 (tunnelled or separate) and the bridge
   opens when both logical channels are (``MediaReady``).  The RTP port pair is taken before
@@ -30,12 +36,22 @@ from typing import Any
 
 import structlog
 
+from bridge.dtmf_sender import (
+    DEFAULT_DURATION_MS,
+    DEFAULT_GAP_MS,
+    check_duration,
+    validate_digits,
+)
+from bridge.legacy_leg import LegacyAudioLeg
 from bridge.ports import NoFreePort, PortAllocator, PortLease
-from bridge.session import MediaSession
-from gateway.admission import Admit, Refuse, decide
+from bridge.session import MediaSession, allocate_legacy_leg
+from gateway.admission import Admit, Refuse
 from gateway.dialstring import DialString, parse_dial_string
+from gateway.ivr import IvrHangup, LegIO
+from gateway.ivr.detour import admit_waiting, converse, wait_in_lobby, waiting
+from gateway.live_meeting import LOCK_RULE, LiveOverrides, set_muted
 from gateway.metrics import Metrics
-from gateway.participation import join_roster, leave_roster
+from gateway.participation import DtmfRelayTarget, join_roster, leave_roster, relay_dtmf
 from gateway.pinlock import PinAttempts
 from gateway.policy import Policy
 from gateway.roster import Roster, RosterParticipant
@@ -84,11 +100,31 @@ def meeting_from_offer(offer: CallOffered) -> str:
 
 def release_for(decision: Refuse) -> tuple[str, int]:
     """The ReleaseCompleteReason and Q.931 cause for a policy refusal (H.225.0 table 5)."""
+    if decision.rule == LOCK_RULE:  # the meeting itself turns the caller away: cause 21, call rejected
+        return "destinationRejection", 21
     if decision.sip_status == 404:
         return "calledPartyNotRegistered", 1  # unallocated (unassigned) number
     if decision.sip_status == 488:
         return "securityDenied", 31
     return "calledPartyNotRegistered", 21  # call rejected
+
+
+def release_for_ivr(hangup: IvrHangup) -> tuple[str, int]:
+    """The ReleaseCompleteReason and Q.931 cause when the IVR (or a reload) gives up on an answered
+    call: wrong PINs -> ``securityDenied``; a locked meeting -> ``destinationRejection``; nothing
+    entered -> ``undefinedReason`` with normal clearing; any other rule -> ``calledPartyNotRegistered``."""
+    if hangup.rule == LOCK_RULE:
+        return "destinationRejection", 21
+    if ".pin=" in hangup.rule or ".pin_attempts=" in hangup.rule:
+        return "securityDenied", 21
+    if hangup.rule == "ivr.attempts":
+        return "undefinedReason", 16
+    return "calledPartyNotRegistered", 21
+
+
+#: RFC 4733 events on an H.323 RTP leg: the payload type endpoints use for them by convention
+#: (H.245 does not negotiate it here; the leg drops other unknown payload types as before).
+H323_TELEPHONE_EVENT_PT = 101
 
 
 class _PreparedPorts:
@@ -127,6 +163,12 @@ class H323LegacyCall:
     #: Where this call's DTMF digits go, like ``gateway.calls.LegacyCall.on_digit`` (e.g. an IVR's
     #: collector, ``on_digit(digit)``); None: only ``H323CallController.on_dtmf`` hears them.
     on_digit: Any = None
+    #: The RTP leg while the IVR or the lobby holds the call (before a MediaSession takes it over).
+    legacy: LegacyAudioLeg | None = None
+    ivr_task: asyncio.Task[Any] | None = None
+    #: Waiting in the lobby: the id the control API admits it by (None otherwise).
+    lobby_id: str | None = None
+    admitted: asyncio.Event | None = None
 
 
 class H323CallController:
@@ -134,8 +176,10 @@ class H323CallController:
 
     def __init__(self, *, reactor: Any, policy: Policy, core_url: str, media_address: str,
                  ports: PortAllocator, roster: Roster | None = None, metrics: Metrics | None = None,
-                 pins: PinAttempts | None = None) -> None:
+                 pins: PinAttempts | None = None, live: LiveOverrides | None = None) -> None:
         self._reactor = reactor
+        #: Operator edits of running meetings (lock, PIN); the app shares the SIP controller's.
+        self.live = live if live is not None else LiveOverrides(lambda m: bool(self.roster.participants(m)))
         #: Wrong-PIN counts per (meeting, source); the app shares the SIP controller's.
         self.pins = pins if pins is not None else PinAttempts()
         self.policy = policy
@@ -149,6 +193,9 @@ class H323CallController:
         self.ras: Any = None
         #: DTMF hook ``on_dtmf(meeting, participant_id_or_label, digit)`` (userInputIndication).
         self.on_dtmf: Callable[[str, str, str], None] | None = None
+        #: Controllers a relayed digit (``dtmf_relay: true``) goes to: this one and, when the
+        #: gateway runs both, the SIP one (``Gateway`` links them).
+        self.dtmf_relay_targets: list[DtmfRelayTarget] = [self]
 
     # -- H323CallHandler ----------------------------------------------------------------------
 
@@ -175,6 +222,67 @@ class H323CallController:
             if self.on_dtmf is not None:
                 who = entry.participant.id if entry.participant is not None else entry.label
                 self.on_dtmf(entry.meeting, who, event.digit)
+            self._relay(entry, event.digit)
+
+    def _leg_digit(self, entry: H323LegacyCall, digit: str) -> None:
+        """An RFC 4733 digit from the call's RTP leg: the same per-call hook as userInputIndication."""
+        if entry.ended:
+            return
+        log.info("h323.dtmf", call=entry.label, meeting=entry.meeting, by="rfc4733")
+        if entry.on_digit is not None:
+            entry.on_digit(digit)
+        self._relay(entry, digit)
+
+    # -- DTMF toward callers (relay, control API) ---------------------------------------------
+
+    def _relay(self, entry: H323LegacyCall, digit: str) -> None:
+        """A joined caller's digit to the meeting's other legacy participants (``dtmf_relay``);
+        never the IVR's/lobby's digits (``on_digit`` set) nor a caller not yet on the roster."""
+        if entry.on_digit is None and entry.participant is not None and not entry.ended:
+            relay_dtmf(self.policy, entry.meeting, digit, sender=entry.participant.id,
+                       targets=self.dtmf_relay_targets)
+
+    def send_dtmf(self, meeting: str, participant_id: str, digits: str,
+                  duration_ms: int = DEFAULT_DURATION_MS) -> bool:
+        """Key ``digits`` toward H.323 participant ``participant_id`` (the control API); False if
+        there is none, :class:`DtmfError` for digits or a duration that cannot be sent."""
+        for entry in list(self._calls.values()):
+            if entry.meeting == meeting and not entry.ended and entry.participant is not None \
+                    and entry.participant.id == participant_id:
+                self._send_dtmf(entry, digits, duration_ms, why="api")
+                return True
+        return False
+
+    def send_dtmf_to_meeting(self, meeting: str, digits: str, *, besides: str | None) -> int:
+        """Key ``digits`` toward every answered H.323 caller in ``meeting`` but ``besides``."""
+        sent = 0
+        for entry in list(self._calls.values()):
+            if entry.meeting == meeting and not entry.ended and entry.participant is not None \
+                    and entry.participant.id != besides:
+                try:
+                    self._send_dtmf(entry, digits, DEFAULT_DURATION_MS, why="relay")
+                except ValueError as exc:  # DtmfError: not keypad digits
+                    log.info("call.dtmf_not_sent", call=entry.label, meeting=meeting, why="relay",
+                             detail=str(exc))
+                    continue
+                sent += 1
+        return sent
+
+    def _send_dtmf(self, entry: H323LegacyCall, digits: str, duration_ms: int, *, why: str) -> None:
+        """userInputIndication, the way H.245 negotiated (``signal`` when the peer's TCS lists
+        ``dtmf``, else ``alphanumeric``), one per digit paced like RFC 4733 events (duration +
+        gap). Logs the count, never the digits."""
+        text, pace = validate_digits(digits), (check_duration(duration_ms) + DEFAULT_GAP_MS) / 1000
+        loop = asyncio.get_running_loop()
+        for i, digit in enumerate(text):
+            loop.call_later(i * pace, self._send_user_input, entry, digit, duration_ms)
+        log.info("call.dtmf_sent", call=entry.label, meeting=entry.meeting, by="h245-uii", why=why,
+                 count=len(text))
+
+    @staticmethod
+    def _send_user_input(entry: H323LegacyCall, digit: str, duration_ms: int) -> None:
+        if not entry.ended and entry.conn.send_user_input(digit, duration_ms) is None:
+            log.info("call.dtmf_not_sent", call=entry.label, meeting=entry.meeting, why="h245-closed")
 
     def call_released(self, conn: H323Connection, event: CallReleased) -> None:
         if self.ras is not None:
@@ -226,6 +334,17 @@ class H323CallController:
         log.info("h323.keyframe.requested", call=entry.label, meeting=entry.meeting, sent=sent)
         return sent
 
+    def set_participant_muted(self, meeting: str, participant_id: str, muted: bool) -> bool:
+        """Stop (or resume) forwarding an answered caller's audio to the core; False: no such call."""
+        for entry in self._calls.values():
+            if entry.meeting == meeting and entry.participant is not None \
+                    and entry.participant.id == participant_id and entry.session is not None:
+                set_muted(entry.session, muted)
+                entry.participant.muted = muted
+                log.info("call.muted" if muted else "call.unmuted", call=entry.label, meeting=meeting)
+                return True
+        return False
+
     def end_participant(self, meeting: str, participant_id: str, reason: str) -> bool:
         for entry in list(self._calls.values()):
             if entry.meeting == meeting and entry.participant is not None \
@@ -246,12 +365,25 @@ class H323CallController:
     def apply_policy(self, policy: Policy) -> int:
         """Use a reloaded ``policy`` for new calls; under ``on_tighten: end``, release the answered
         H.323 calls (always plain RTP over TCP) it no longer admits.  Returns how many."""
-        from gateway.policy_reload import tightened_out
+        from gateway.policy_reload import joining_refused, tightened_out
 
         self.policy = policy
-        if policy.on_tighten != "end":
-            return 0
         ended = 0
+        # Still in the IVR (meeting chosen) or the lobby: the new policy decides, whatever on_tighten.
+        for entry in list(self._calls.values()):
+            if entry.ended or entry.participant is not None or entry.legacy is None or not entry.meeting:
+                continue
+            refusal = joining_refused(policy, meeting=entry.meeting, protocol="h323", transport="tcp",
+                                      legacy_encryption="plain", source=entry.conn.peer[0])
+            if refusal is not None:
+                log.info("call.ended_by_policy", call=entry.label, meeting=entry.meeting, rule=refusal.rule,
+                         stage="lobby" if entry.lobby_id is not None else "ivr")
+                hangup = IvrHangup(refusal.warning, refusal.rule)
+                self._end_from_gateway(entry, by="policy",
+                                       release=(*release_for_ivr(hangup), f"refused by rule {refusal.rule}"))
+                ended += 1
+        if policy.on_tighten != "end":
+            return ended
         for entry in list(self._calls.values()):
             if entry.ended or entry.participant is None:
                 continue
@@ -268,24 +400,8 @@ class H323CallController:
     async def _admit_and_bridge(self, entry: H323LegacyCall) -> None:
         conn, offer = entry.conn, entry.offer
         bound = log.bind(call=entry.label, meeting=entry.meeting, protocol="h323", transport="tcp")
-        source = conn.peer[0]
-        mp = self.policy.for_meeting(entry.meeting)
-        decision = decide(self.policy, meeting=entry.meeting, protocol="h323", transport="tcp",
-                          media_security="plain", source=source, pin=entry.dialled.pin,
-                          locked_out=mp is not None and mp.pin is not None
-                          and self.pins.locked(entry.meeting, source, mp.pin_attempts),
-                          participants=len(self.roster.participants(entry.meeting)))
-        if isinstance(decision, Refuse) and decision.policy is not None \
-                and decision.rule == decision.policy.rule("pin"):
-            bound.info("call.pin_wrong", wrong=self.pins.wrong(entry.meeting, source))
-        if isinstance(decision, Admit) and (decision.pin_required or decision.lobby):
-            # No H.323 IVR or lobby yet: the PIN must be dialled (meeting#pin).
-            rule = decision.policy.rule("pin" if decision.pin_required else "lobby")
-            why = ("dial the PIN as meeting#pin" if decision.pin_required
-                   else "lobby meetings take SIP callers only for now")
-            decision = Refuse(meeting=entry.meeting, sip_status=403, reason="Forbidden", rule=rule,
-                              warning=f"{why} (rule {rule})", protocol="h323",
-                              transport="tcp", media_security="plain", policy=decision.policy)
+        # Only the IP dialled: the IVR asks for the meeting (after the gatekeeper's ARQ, below).
+        decision = self.check(entry, entry.meeting, entry.dialled.pin) if entry.meeting else None
         if isinstance(decision, Refuse):
             reason, cause = release_for(decision)
             bound.info("call.refused", status=decision.sip_status, rule=decision.rule, release_reason=reason,
@@ -301,6 +417,9 @@ class H323CallController:
                 bound.info("call.refused", rule="gatekeeper", release_reason=arj[0], cause=arj[1], arj=arj[2])
                 self._refuse(entry, arj[0], arj[1], f"gatekeeper refused: {arj[2]}", rule="gatekeeper")
                 return
+        if decision is None or decision.pin_required or decision.lobby:  # IVR for the PIN, lobby wait
+            await self._detour(entry, decision, bound)
+            return
         choice = choose_fast_start(offer.fast_start, FAST_START_CODECS)
         bound.info("call.admitted", rule=decision.rule, media_security="plain", legacy_encryption="plain",
                    fast_start=choice is not None, tunnelling=offer.tunnelling,
@@ -370,6 +489,126 @@ class H323CallController:
                    fast_start=choice is not None, remote_port=remote[1],
                    participant=entry.participant.id if entry.participant else None)
 
+    # -- policy checks, the IVR and the lobby --------------------------------------------------
+
+    def check(self, entry: H323LegacyCall, meeting: str, pin: str | None) -> Admit | Refuse:
+        """The policy decision for ``entry`` joining ``meeting`` with ``pin`` (live edits applied);
+        counts a wrong PIN against the caller's source, shared with SIP callers."""
+        source = entry.conn.peer[0]
+        mp = self.live.effective_policy(self.policy, meeting).for_meeting(meeting)
+        decision = self.live.decide(self.policy, meeting=meeting, protocol="h323", transport="tcp",
+                                    media_security="plain", source=source, pin=pin,
+                                    locked_out=mp is not None and mp.pin is not None
+                                    and self.pins.locked(meeting, source, mp.pin_attempts),
+                                    participants=len(self.roster.participants(meeting)))
+        if isinstance(decision, Refuse) and decision.policy is not None \
+                and decision.rule == decision.policy.rule("pin"):
+            log.info("call.pin_wrong", call=entry.label, meeting=meeting, wrong=self.pins.wrong(meeting, source),
+                     limit=decision.policy.pin_attempts)
+        elif isinstance(decision, Admit) and pin is not None and decision.policy.pin is not None:
+            self.pins.succeeded(meeting, source)
+        return decision
+
+    async def _detour(self, entry: H323LegacyCall, first: Admit | None, bound: Any) -> None:
+        """Connect with a media leg of our own (Fast Start, or after H.245 opened the channels), ask
+        by voice for what is missing (digits by userInputIndication or RFC 4733), wait in the lobby
+        if the meeting has one, then join on the same RTP leg -- or release with the rule."""
+        conn, offer = entry.conn, entry.offer
+        try:
+            entry.lease = self._ports.allocate()
+        except (NoFreePort, OSError) as exc:
+            bound.error("call.media_failed", stage="allocate", error=str(exc))
+            self._refuse(entry, "gatewayResources", 47, "no media port available", rule="media-port")
+            return
+        local_rtp = (self._media_address, entry.lease.rtp_port)
+        choice = choose_fast_start(offer.fast_start, FAST_START_CODECS)
+        if choice is not None:
+            codec, remote = choice.codec, choice.remote_rtp
+        else:
+            entry.media = asyncio.get_running_loop().create_future()
+            conn.accept(local_rtp=local_rtp)
+            entry.answered = True
+            try:
+                media = await entry.media
+            except asyncio.CancelledError:
+                self._release_lease(entry)
+                return
+            codec, remote = media.codec, media.remote_rtp
+        if entry.ended:
+            self._release_lease(entry)
+            return
+        try:
+            legacy = allocate_legacy_leg(
+                media_address=self._media_address,
+                port_allocator=_PreparedPorts(entry.lease, self._media_address),  # type: ignore[arg-type]
+                encoding=codec, payload_type=PAYLOAD_TYPES[codec], remote_address=remote[0],
+                remote_port=remote[1], telephone_event_pt=H323_TELEPHONE_EVENT_PT)
+        except (NoFreePort, OSError, ValueError, KeyError) as exc:
+            bound.error("call.media_failed", stage="allocate", error=str(exc))
+            self._release_lease(entry)
+            self._refuse(entry, "gatewayResources", 47, "media could not be set up", rule="media-port")
+            return
+        entry.lease, entry.legacy = None, legacy  # the leg owns the ports now
+        io = LegIO(legacy.push_audio, legacy.codec.sample_rate)
+        entry.on_digit = io.digit  # userInputIndication (dtmf) and RFC 4733 (the leg) both land here
+        legacy.inbound.on_dtmf = lambda digit: self._leg_digit(entry, digit)
+        if choice is not None:
+            conn.accept(local_rtp=local_rtp, fast_start=choice)
+            entry.answered = True
+        await legacy.start()
+        asks = "meeting" if first is None else ("pin" if first.pin_required else "lobby")
+        bound.info("ivr.started", asks=asks, codec=codec, fast_start=choice is not None)
+        result = await converse(entry, io, lambda meeting, pin: self.check(entry, meeting, pin),
+                                first=first, codec=codec, secure=False)
+        if result is None:
+            return  # released meanwhile; call_released closed the leg
+        if isinstance(result, IvrHangup):
+            reason, cause = release_for_ivr(result)
+            bound.info("call.refused", stage="ivr", rule=result.rule, release_reason=reason, cause=cause)
+            if self.metrics is not None:
+                self.metrics.call_refused("h323", result.rule)
+            await io.play("goodbye")
+            if not entry.ended:
+                self._end_from_gateway(entry, by="ivr", release=(reason, cause, f"refused by rule {result.rule}"))
+            return
+        entry.meeting = result.meeting
+        if result.lobby and not await wait_in_lobby(entry, io, protocol="h323"):
+            return  # released (or removed) while waiting
+        bound.info("call.admitted", meeting=entry.meeting, rule=result.rule, codec=codec,
+                   media_security="plain", legacy_encryption="plain", entry_by="ivr")
+        if self.metrics is not None:
+            self.metrics.call_admitted("h323", "tcp")
+        await io.play("joining")
+        if entry.ended:
+            return
+        entry.pseudonym = self.roster.new_pseudonym(entry.meeting)
+        session = MediaSession.around_legacy(legacy, reactor=self._reactor, meeting=entry.meeting,
+                                             core_url=self._core_url, display_name=entry.pseudonym)
+        entry.legacy, entry.session, entry.on_digit = None, session, None
+        session.on_ended = lambda why: self._media_ended(entry, why)
+        session.webrtc.publish_params = {"leg": "h323", "enc": "plain"}
+        try:
+            await session.start()
+        except Exception as exc:  # noqa: BLE001 - the call is connected: release it cleanly
+            bound.error("call.media_failed", stage="join", error=str(exc))
+            if not entry.ended:
+                self._end_from_gateway(entry, by="media")
+            return
+        if entry.ended:
+            self._close_media(entry)
+            return
+        self._join_roster(entry, session, codec)
+        bound.info("call.answered", meeting=entry.meeting, local_port=session.local_port, codec=codec,
+                   entry_by="ivr", participant=entry.participant.id if entry.participant else None)
+
+    def lobby(self, meeting: str) -> list[dict[str, str]]:
+        """H.323 callers waiting in ``meeting``'s lobby, for the control API (ids only)."""
+        return waiting(self._calls.values(), meeting, "h323")
+
+    def admit_participant(self, meeting: str, participant_id: str) -> bool:
+        """Let an H.323 caller waiting in the lobby join (the control API's admit command)."""
+        return admit_waiting(self._calls.values(), meeting, participant_id)
+
     def _refuse(self, entry: H323LegacyCall, reason: str, cause: int, text: str, *, rule: str) -> None:
         if self.metrics is not None:
             self.metrics.call_refused("h323", rule)
@@ -383,14 +622,20 @@ class H323CallController:
             log.info("call.media_ended", call=entry.label, meeting=entry.meeting, why=why)
             self._end_from_gateway(entry, by="media")
 
-    def _end_from_gateway(self, entry: H323LegacyCall, *, by: str) -> None:
+    def _end_from_gateway(self, entry: H323LegacyCall, *, by: str,
+                          release: tuple[str, int, str] | None = None) -> None:
+        """End the call; ``release`` (ReleaseCompleteReason, Q.931 cause, Display text) says why
+        when a rule ended it, else a plain normal clearing."""
         entry.ended = True
         self._calls.pop(entry.conn.id, None)
         if entry.media is not None and not entry.media.done():
             entry.media.cancel()
         if entry.answered:
             log.info("call.ended", call=entry.label, meeting=entry.meeting, protocol="h323", by=by)
-        entry.conn.release("undefinedReason")
+        if release is not None:
+            entry.conn.reject(release[0], cause=release[1], display=release[2])
+        else:
+            entry.conn.release("undefinedReason")
         self._leave_roster(entry, by)
         self._close_media(entry)
 
@@ -406,12 +651,19 @@ class H323CallController:
         leave_roster(self.roster, self.metrics, participant, by)
 
     def _close_media(self, entry: H323LegacyCall) -> None:
+        if entry.ivr_task is not None:
+            entry.ivr_task.cancel()
+        legacy, entry.legacy = entry.legacy, None
+        if legacy is not None:
+            legacy.close()
         self._release_lease(entry)
         session, entry.session = entry.session, None
         if session is not None:
             task = asyncio.ensure_future(session.close())
             entry.tasks.add(task)
             task.add_done_callback(entry.tasks.discard)
+            task.add_done_callback(lambda _t: self.live.prune())  # the meeting may have ended
+        self.live.prune()
 
     @staticmethod
     def _release_lease(entry: H323LegacyCall) -> None:
@@ -439,6 +691,18 @@ class LegacyControllers:
     def admit_participant(self, meeting: str, participant_id: str) -> bool:
         return any(c.admit_participant(meeting, participant_id) for c in self._controllers
                    if hasattr(c, "admit_participant"))
+
+    @property
+    def live(self) -> LiveOverrides:
+        """The operator edits the controllers share (the app hands the SIP one to H.323)."""
+        return self._controllers[0].live  # type: ignore[no-any-return]
+
+    def set_participant_muted(self, meeting: str, participant_id: str, muted: bool) -> bool:
+        return any(c.set_participant_muted(meeting, participant_id, muted) for c in self._controllers)
+
+    def send_dtmf(self, meeting: str, participant_id: str, digits: str, duration_ms: int) -> bool:
+        return any(c.send_dtmf(meeting, participant_id, digits, duration_ms) for c in self._controllers
+                   if hasattr(c, "send_dtmf"))
 
     async def end_meeting(self, meeting: str, reason: str) -> int:
         ended = await asyncio.gather(*(c.end_meeting(meeting, reason) for c in self._controllers))

@@ -46,8 +46,10 @@ END_REASONS = ("remote-bye", "cancelled", "ack-timeout", "local-hangup", "transp
 DROP_REASONS = ("wrong_source", "bad_packet", "wrong_pt", "late")
 DIRECTIONS = ("in", "out")
 HTTP_METHODS = ("GET", "DELETE", "POST", "PUT", "PATCH", "other")
-API_OUTCOMES = ("ok", "bad_request", "unauthorized", "forbidden", "not_found", "error")
+API_OUTCOMES = ("ok", "bad_request", "unauthorized", "forbidden", "not_found", "conflict", "error")
 RELOAD_RESULTS = ("ok", "failed")
+#: Summary statistics a gauge over the live calls carries (not per call: no call ids as labels).
+STATS = ("mean", "max")
 
 #: Every label any series may carry, with its closed vocabulary (None: checked by a pattern).
 LABELS: Mapping[str, tuple[str, ...] | None] = {
@@ -59,6 +61,7 @@ LABELS: Mapping[str, tuple[str, ...] | None] = {
     "method": HTTP_METHODS,
     "outcome": API_OUTCOMES,
     "result": RELOAD_RESULTS,
+    "stat": STATS,
     "meeting": None,
 }
 _MEETING_LABEL = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -100,6 +103,12 @@ METRICS: tuple[MetricSpec, ...] = (
                "RTP packets the legacy callers sent that never arrived (sequence gaps).", (), "sampled"),
     MetricSpec("roomgate_rtp_dropped", "counter",
                "Inbound RTP packets the legacy legs dropped, by reason.", ("reason",), "sampled"),
+    MetricSpec("roomgate_rtp_jitter_seconds", "gauge",
+               "Interarrival jitter (RFC 3550) of the legacy callers' audio, over live calls.",
+               ("stat",), "sampled"),
+    MetricSpec("roomgate_rtt_seconds", "gauge",
+               "Round trip to the legacy callers from their RTCP reports, over live calls that reported.",
+               ("stat",), "sampled"),
     MetricSpec("roomgate_meeting_participants", "gauge", "Legacy participants of one meeting.",
                ("meeting", "protocol", "encryption"), "sampled", per_meeting=True),
     MetricSpec("roomgate_meeting_rtp_packets", "counter",
@@ -204,8 +213,13 @@ class Metrics:
     def sampled(self) -> Iterator[Metric]:
         """The sampled families, computed now from the roster."""
         live: list[tuple[str, str, str, Mapping[str, int]]] = []
+        timing: dict[str, list[float]] = {"jitter_ms": [], "rtt_ms": []}
         for p in self._roster or ():
-            live.append((p.meeting, p.protocol, p.snapshot()["encryption"]["legacy"], p.legacy_counters()))
+            snapshot = p.snapshot()
+            live.append((p.meeting, p.protocol, snapshot["encryption"]["legacy"], p.legacy_counters()))
+            for key, values in timing.items():
+                if isinstance(snapshot.get(key), int | float):
+                    values.append(float(snapshot[key]) / 1000.0)
         families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
         for spec in METRICS:
             if spec.source != "sampled" or (spec.per_meeting and not self.per_meeting):
@@ -235,6 +249,11 @@ class Metrics:
         add("roomgate_rtp_lost", total["packets_lost"])
         for reason in DROP_REASONS:
             add("roomgate_rtp_dropped", total[f"dropped_{reason}"], reason)
+        for name, values in (("roomgate_rtp_jitter_seconds", timing["jitter_ms"]),
+                             ("roomgate_rtt_seconds", timing["rtt_ms"])):
+            if values:
+                add(name, sum(values) / len(values), "mean")
+                add(name, max(values), "max")
         if self.per_meeting:
             for meeting in sorted({m for m, *_ in live}):
                 mine = [x for x in live if x[0] == meeting]

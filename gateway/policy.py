@@ -51,8 +51,8 @@ Signaling = Literal["any", "tls-required"]
 #: What a reload does to calls its tightened ``legacy_media``/``signaling`` no longer admits.
 OnTighten = Literal["end", "keep"]
 
-#: Codecs the legacy audio leg can carry (``audio_codecs`` restricts and orders them).
-AudioCodec = Literal["PCMU", "PCMA", "G722"]
+#: Codecs the legacy audio leg can carry (``audio_codecs`` restricts them; written in any case).
+AudioCodec = Literal["PCMU", "PCMA", "G722", "OPUS"]
 #: Video codecs a meeting may carry toward room systems (metadata until video legs exist).
 VideoCodec = Literal["VP8", "H264"]
 #: Surfaced to the core as meeting metadata; the gateway itself never records.
@@ -60,11 +60,15 @@ Recording = Literal["forbidden", "allowed"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 AUDIO_CODECS: tuple[AudioCodec, ...] = get_args(AudioCodec)
+#: Opus is opt-in (``audio_codecs: [OPUS, ...]``): the default keeps answering room systems as
+#: before the gateway knew Opus, since many list it first and would silently switch codec.
+DEFAULT_AUDIO_CODECS: tuple[AudioCodec, ...] = ("PCMU", "PCMA", "G722")
 VIDEO_CODECS: tuple[VideoCodec, ...] = get_args(VideoCodec)
 #: Every per-meeting setting (meeting > profile > defaults), in the order ``policy explain`` lists them.
 SETTINGS: tuple[str, ...] = (
     "protocols", "signaling", "allowed_networks", "pin", "pin_attempts", "max_participants",
-    "lobby", "legacy_media", "audio_codecs", "video", "video_codecs", "anonymous_names", "recording")
+    "lobby", "legacy_media", "audio_codecs", "video", "video_codecs", "anonymous_names", "recording",
+    "dtmf_relay")
 #: A PIN is 1-16 digits, written as quoted text so leading zeros survive.
 PIN = re.compile(r"[0-9]{1,16}")
 LEGACY_MEDIA_VALUES: tuple[str, ...] = get_args(LegacyMedia)
@@ -137,7 +141,7 @@ class MeetingPolicy:
     configured: bool
     origins: Mapping[str, str] = field(default_factory=dict, hash=False)
     signaling: Signaling = "any"
-    audio_codecs: tuple[AudioCodec, ...] = AUDIO_CODECS
+    audio_codecs: tuple[AudioCodec, ...] = DEFAULT_AUDIO_CODECS
     video_codecs: tuple[VideoCodec, ...] = VIDEO_CODECS
     video: bool = True
     #: None: no limit.  Counts the meeting's legacy roster and the core's participants.
@@ -150,6 +154,9 @@ class MeetingPolicy:
     #: None: callers from anywhere; else only sources inside one of these networks.
     allowed_networks: tuple[IPNetwork, ...] | None = None
     recording: Recording = "forbidden"
+    #: Digits a joined legacy participant keys are sent on to the meeting's other legacy
+    #: participants (a cascaded bridge's PIN); IVR/PIN digits never are.
+    dtmf_relay: bool = False
     #: The profile the meeting inherits (``profile: secure``), if any.
     profile: str | None = None
 
@@ -185,7 +192,7 @@ class Defaults:
     legacy_media: LegacyMedia = "allow-plain"
     protocols: tuple[Protocol, ...] = PROTOCOLS
     signaling: Signaling = "any"
-    audio_codecs: tuple[AudioCodec, ...] = AUDIO_CODECS
+    audio_codecs: tuple[AudioCodec, ...] = DEFAULT_AUDIO_CODECS
     video_codecs: tuple[VideoCodec, ...] = VIDEO_CODECS
     video: bool = True
     max_participants: int | None = None
@@ -195,6 +202,7 @@ class Defaults:
     anonymous_names: bool = True
     allowed_networks: tuple[IPNetwork, ...] | None = None
     recording: Recording = "forbidden"
+    dtmf_relay: bool = False
 
 
 @dataclass(frozen=True)
@@ -284,12 +292,20 @@ class _MeetingSettingsDoc(_Doc):
         return _unique_protocols(value)
 
     @field_validator("audio_codecs", "video_codecs", "video", "max_participants", "pin_attempts",
-                     "lobby", "anonymous_names", "allowed_networks", "recording",
+                     "lobby", "anonymous_names", "allowed_networks", "recording", "dtmf_relay",
                      mode="before", check_fields=False)
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:
             raise PydanticCustomError("not_null", "no value given: remove the key to inherit")
+        return value
+
+    @field_validator("audio_codecs", mode="before", check_fields=False)
+    @classmethod
+    def _audio_codec_case(cls, value: Any) -> Any:
+        # SDP encoding names are case-insensitive (RFC 4855 3) and Opus is usually written "opus".
+        if isinstance(value, list):
+            return [c.upper() if isinstance(c, str) else c for c in value]
         return value
 
     @field_validator("audio_codecs", "video_codecs", check_fields=False)
@@ -331,7 +347,7 @@ class _DefaultsDoc(_MeetingSettingsDoc):
     legacy_media: LegacyMedia = "allow-plain"
     protocols: list[Protocol] = Field(default_factory=lambda: list(PROTOCOLS))
     signaling: Signaling = "any"
-    audio_codecs: list[AudioCodec] = Field(default_factory=lambda: list(AUDIO_CODECS))
+    audio_codecs: list[AudioCodec] = Field(default_factory=lambda: list(DEFAULT_AUDIO_CODECS))
     video_codecs: list[VideoCodec] = Field(default_factory=lambda: list(VIDEO_CODECS))
     video: bool = True
     max_participants: int | None = Field(default=None, ge=1, le=10000)
@@ -341,6 +357,7 @@ class _DefaultsDoc(_MeetingSettingsDoc):
     anonymous_names: bool = True
     allowed_networks: list[str] | None = None
     recording: Recording = "forbidden"
+    dtmf_relay: bool = False
 
 
 class _ProfileDoc(_MeetingSettingsDoc):
@@ -359,6 +376,7 @@ class _ProfileDoc(_MeetingSettingsDoc):
     anonymous_names: bool | None = None
     allowed_networks: list[str] | None = None
     recording: Recording | None = None
+    dtmf_relay: bool | None = None
 
 
 class _MeetingDoc(_ProfileDoc):

@@ -11,7 +11,11 @@ control API's ``POST /api/v1/policy/reload``) and they must all behave the same 
 * calls in progress keep the policy they were admitted under, except that when the new policy
   *tightens* ``legacy_media`` or ``signaling`` for their meeting so that the call would now be
   refused, they are ended (BYE with a ``Reason:`` naming the rule) -- unless the policy says
-  ``on_tighten: keep``.  :func:`tightened_out` is that test, shared by SIP and H.323.
+  ``on_tighten: keep``.  :func:`tightened_out` is that test, shared by SIP and H.323;
+* calls still *joining* (in the IVR with their meeting chosen, or waiting in the lobby) were
+  never admitted into the meeting, so the new policy decides for them whatever ``on_tighten``
+  says: :func:`joining_refused` re-checks them (every rule but the PIN, which the IVR still asks
+  for, and the head count, which is checked when they join) and a refusal ends them the same way.
 
 The file is watched by polling its ``stat()`` once a second (mtime, size, inode): no new
 dependency, and it also catches editors that replace the file by renaming a new one over it.
@@ -73,6 +77,20 @@ def tightened_out(policy: Policy, *, meeting: str, protocol: CallProtocol, trans
     if decision.rule in (mp.rule("legacy_media"), mp.rule("signaling")):
         return decision
     return None
+
+
+def joining_refused(policy: Policy, *, meeting: str, protocol: CallProtocol, transport: str,
+                    legacy_encryption: str, source: str | None) -> Refuse | None:
+    """The refusal ``policy`` gives a call still joining ``meeting`` (IVR or lobby), or None.
+
+    Every admission rule applies (the meeting may have gone, the protocol or the caller's network
+    may no longer be allowed, its media may no longer be good enough) except the PIN -- a caller
+    in the IVR has not entered it yet, one in the lobby already did -- and ``max_participants``,
+    which is counted when the call joins."""
+    security: MediaSecurity = "sdes" if legacy_encryption == "sdes-srtp" else "plain"
+    decision = decide(policy, meeting=meeting, protocol=protocol, transport=transport,
+                      media_security=security, source=source)
+    return decision if isinstance(decision, Refuse) else None
 
 
 def tightened_reason(refusal: Refuse) -> str:

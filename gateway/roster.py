@@ -79,6 +79,13 @@ def new_participant_id() -> str:
     return "p-" + secrets.token_urlsafe(9)
 
 
+def _ms(value: object) -> float | None:
+    """A milliseconds figure from the leg's stats, or None when not (yet) known."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return round(float(value), 1)
+    return None
+
+
 @dataclass
 class RosterParticipant:
     """One legacy participant as the API may show it. No IP, display name or user agent here."""
@@ -97,6 +104,8 @@ class RosterParticipant:
     core_ids: tuple[str, ...] = ()
     """The conference core's ids of this participant's WHIP/WHEP resources (so the API can tell
     legacy participants from browsers in the core's roster)."""
+    muted: bool = False
+    """An operator muted it (control API): its audio no longer reaches the meeting."""
 
     def _raw(self) -> dict[str, Any]:
         if self.stats is None:
@@ -140,6 +149,9 @@ class RosterParticipant:
                 "dropped": int(legacy.get("dropped", 0)),
             },
             "packet_loss": round(lost / expected, 4) if expected else 0.0,
+            "jitter_ms": _ms(legacy.get("jitter_ms")),
+            "rtt_ms": _ms(legacy.get("rtt_ms")),
+            "muted": self.muted,
         }
 
 

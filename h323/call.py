@@ -472,6 +472,15 @@ class H323Call:
         self._after(now)
         return True
 
+    def send_user_input(self, now: float, digit: str, duration_ms: int | None = None) -> str | None:
+        """One DTMF key toward the caller as H.245 userInputIndication (H.323 section 10.5; see
+        :meth:`H245Session.send_user_input`); None when the call has no live H.245 session."""
+        if self.session is None or self._released or self.session.ended or self.state != CallState.CONNECTED:
+            return None
+        form = self.session.send_user_input(digit, duration_ms)
+        self._after(now)
+        return form
+
     def reject(self, now: float, reason: str, *, cause: int | None = None,
                display: str | None = None) -> None:
         """Refuse the call: ReleaseComplete with ``reason`` (a ReleaseCompleteReason) and a Q.931

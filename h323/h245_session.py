@@ -170,6 +170,8 @@ class H245Session:
         self._tcs_sent_at: float | None = None
         self.local_tcs_acked = False
         self.remote_audio: tuple[str, ...] | None = None  # H.245 capability names, peer's order
+        #: The peer's user input capabilities (``dtmf``, ``basicString``, ...) from its TCS.
+        self.remote_user_input: tuple[str, ...] | None = None
         # logical channels
         self._next_channel = 101
         self.incoming: dict[int, _Channel] = {}
@@ -213,6 +215,22 @@ class H245Session:
         if not self.ended:
             self._emit(h245.VideoFastUpdatePicture(number))
         return number
+
+    def send_user_input(self, digit: str, duration_ms: int | None = None) -> str | None:
+        """Send one DTMF key as userInputIndication (H.323 section 10.5): ``signal`` (with its
+        duration) when the peer's TCS lists the ``dtmf`` user input capability, else
+        ``alphanumeric`` (the baseline every H.245 endpoint takes). Returns the form used, or
+        None when the session is over. ``digit`` must be one of ``0-9*#A-D``."""
+        key = digit.upper()
+        if len(key) != 1 or key not in "0123456789*#ABCD":
+            raise ValueError(f"not a DTMF key: {digit!r}")
+        if self.ended:
+            return None
+        if "dtmf" in (self.remote_user_input or ()):
+            self._emit(h245.UserInputIndication(signal=key, duration=duration_ms))
+            return "signal"
+        self._emit(h245.UserInputIndication(alphanumeric=key))
+        return "alphanumeric"
 
     def pdus_to_send(self) -> list[bytes]:
         """Encoded PDUs, in order, to carry (tunnelled or in TPKT)."""
@@ -304,6 +322,7 @@ class H245Session:
     def _on_tcs(self, tcs: h245.TerminalCapabilitySet, now: float) -> None:
         """H.245 section C.3.2 (incoming CESE): acknowledge; remember the audio capabilities."""
         self.remote_audio = tuple(tcs.audio)
+        self.remote_user_input = tuple(tcs.user_input)
         self._emit(h245.TerminalCapabilitySetAck(tcs.sequence_number))
         self._maybe_open_outgoing(now)
 

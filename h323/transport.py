@@ -93,6 +93,12 @@ class H323Connection:
         self._run(lambda now: sent.append(self.core.request_keyframe(now)))
         return bool(sent and sent[0])
 
+    def send_user_input(self, digit: str, duration_ms: int | None = None) -> str | None:
+        """One DTMF key as userInputIndication (see :meth:`H323Call.send_user_input`)."""
+        form: list[str | None] = []
+        self._run(lambda now: form.append(self.core.send_user_input(now, digit, duration_ms)))
+        return form[0] if form else None
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _now(self) -> float:

@@ -31,6 +31,9 @@ class EndReason(str, Enum):
     TRANSPORT_ERROR = "transport-error"
     #: No session refresh arrived in time (RFC 4028 10): we sent BYE with a Reason.
     SESSION_EXPIRED = "session-expired"
+    #: Delayed offer: the ACK carried no usable answer to our 2xx offer, we sent BYE
+    #: with a Reason (RFC 3261 13.3.1.4: the dialog is confirmed, BYE is the only way out).
+    ANSWER_REFUSED = "answer-refused"
 
 
 class CallState(str, Enum):
@@ -66,6 +69,8 @@ class _CallControl(Protocol):
 
     def call_hangup(self, call: InboundCall, reason: str | None) -> None: ...
 
+    def call_send_info(self, call: InboundCall, content_type: str, body: bytes) -> bool: ...
+
 
 class InboundCall:
     """One incoming INVITE and the dialog it creates."""
@@ -90,6 +95,9 @@ class InboundCall:
         self.transport: str = transport
         self.source: tuple[str, int] = source
         self.offer: SessionDescription | None = offer
+        #: The INVITE had no SDP (RFC 3261 13.2.1): ``accept()`` carries our *offer* and
+        #: the ACK the caller's answer, handed to ``on_answer``.
+        self.delayed_offer: bool = offer is None
         self.local_tag = local_tag
         self.state = CallState.OFFERED
         self.end_reason: EndReason | None = None
@@ -98,6 +106,10 @@ class InboundCall:
         #: RFC 3311 5.2): return the answer SDP, or None to refuse it with 488 (the
         #: session stays as it was).  Unset: the previous answer is repeated (a refresh).
         self.on_offer: Callable[[InboundCall, SessionDescription], str | None] | None = None
+        #: Delayed offer: the ACK's answer to the offer we sent in ``accept()``.  Return None
+        #: to take it (``offer`` then holds it), or the reason it is unusable: the call
+        #: ends with BYE and ``Reason: SIP;cause=488`` naming it.  Unset: any SDP is taken.
+        self.on_answer: Callable[[InboundCall, SessionDescription], str | None] | None = None
         #: The negotiated session interval in seconds (RFC 4028), None without session timers.
         self.session_expires: int | None = None
         #: Who refreshes the session: ``"uac"`` (the caller) or ``"uas"`` (the gateway).
@@ -113,7 +125,9 @@ class InboundCall:
         self._control.call_ring(self)
 
     def accept(self, answer_sdp: str) -> None:
-        """Send 200 OK with ``answer_sdp``; it is retransmitted until the ACK (13.3.1.4)."""
+        """Send 200 OK with ``answer_sdp``; it is retransmitted until the ACK (13.3.1.4).
+
+        For a ``delayed_offer`` call ``answer_sdp`` is our offer (RFC 3264 5)."""
         self._control.call_accept(self, answer_sdp)
 
     def reject(self, status: int, reason: str | None = None, warning: str | None = None) -> None:
@@ -123,6 +137,11 @@ class InboundCall:
     def hangup(self, reason: str | None = None) -> None:
         """End the call: BYE once answered (with ``Reason:`` if given), 480 before."""
         self._control.call_hangup(self, reason)
+
+    def send_info(self, content_type: str, body: bytes) -> bool:
+        """Send an in-dialog INFO (RFC 6086) with this body, e.g. ``application/dtmf-relay``
+        digits toward a caller without telephone-event; False unless the dialog is confirmed."""
+        return self._control.call_send_info(self, content_type, body)
 
     def __repr__(self) -> str:
         return f"InboundCall(call_id={self.call_id!r}, state={self.state.value})"

@@ -14,6 +14,7 @@ is a Via to answer to, otherwise dropped with a ``sip.message.dropped`` log line
 
 from __future__ import annotations
 
+import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from sip.message import (
     make_response,
     parse_message,
 )
-from sip.ratelimit import SourceLimiter, Verdict
+from sip.ratelimit import PreParseGate, SipLimits, SourceLimiter, Verdict, call_id_of
 from sip.sdp import SdpParseError, SessionDescription
 from sip.timers import TimerQueue, TimerValues
 from sip.transaction import (
@@ -93,10 +94,15 @@ class _Leg:
     hangup_reason: str | None = None
     #: What the INVITE asked for in session timers (RFC 4028 7.1), read when it arrived.
     timer_request: st.TimerRequest | None = None
+    #: Whether this call's source is counted as having an established call (pre-parse gate).
+    established: bool = False
     #: The session timer in force (RFC 4028 9), None without one.
     timer: st.TimerAnswer | None = None
-    #: Our UPDATE refreshing the session (RFC 4028 7.4), while it is in progress.
+    #: Our UPDATE or re-INVITE refreshing the session (RFC 4028 7.4), while it is in progress.
     refresh_tx: Transaction | None = None
+    #: Our last re-INVITE and the ACK we sent for its 2xx: a retransmitted 2xx gets the same
+    #: ACK again (RFC 3261 13.2.2.4); None before our first re-INVITE was answered.
+    reinvite_ack: tuple[Transaction, bytes] | None = None
 
 
 class SipEndpoint:
@@ -128,6 +134,22 @@ class SipEndpoint:
         self.on_output: Callable[[], None] | None = None
         #: Per-source limits on new INVITEs and OPTIONS (:mod:`sip.ratelimit`); None: off.
         self.rate_limiter: SourceLimiter | None = SourceLimiter()
+        #: The cheap per-source gate in front of the parser (:class:`sip.ratelimit.PreParseGate`);
+        #: requests of established calls pass it.  None: off.
+        self.preparse_gate: PreParseGate | None = PreParseGate()
+        #: Call-IDs of established calls per source IP (what the pre-parse gate lets through).
+        self._established: dict[str, set[str]] = {}
+        #: Larger messages are dropped unparsed (None: only the stream framing's own bounds).
+        self.max_message_bytes: int | None = None
+        #: Server transactions kept at once; beyond, new requests get a stateless 503 (None: any).
+        self.max_transactions: int | None = None
+
+    def apply_limits(self, limits: SipLimits) -> None:
+        """Use ``limits`` (``sip.limits`` in gateway.yaml) from now on; buckets start full."""
+        self.rate_limiter = SourceLimiter({"INVITE": limits.invite, "OPTIONS": limits.options})
+        self.preparse_gate = PreParseGate(limits.preparse) if limits.preparse is not None else None
+        self.max_message_bytes = limits.max_message_bytes
+        self.max_transactions = limits.max_transactions
 
     # ------------------------------------------------------------------ public sans-IO API
     def add_listener(self, transport: str, host: str, port: int) -> None:
@@ -140,6 +162,8 @@ class SipEndpoint:
     ) -> None:
         """One UDP datagram from ``addr``."""
         t = self._clock() if now is None else now
+        if not self._gate(data, str(addr[0]), t):
+            return
         try:
             self._receive(data, Destination(_addr(addr), transport, None), t)
         except Exception:
@@ -161,6 +185,8 @@ class SipEndpoint:
             return
         dest = Destination(_addr(addr), transport, connection)
         for frame in frames:
+            if not self._gate(frame, dest.addr[0], t):
+                continue
             try:
                 self._receive(frame, dest, t)
             except Exception:
@@ -222,6 +248,35 @@ class SipEndpoint:
         return len(self._legs)
 
     # ------------------------------------------------------------------ receive path
+    def _gate(self, data: bytes, source_ip: str, now: float) -> bool:
+        """The size limit and the pre-parse flood gate; requests of a source's established calls
+        always pass the gate."""
+        if self.max_message_bytes is not None and len(data) > self.max_message_bytes:
+            log.info("sip.message.dropped", reason="larger than sip.limits.max_message_bytes",
+                     size=len(data), limit=self.max_message_bytes)
+            return False
+        gate = self.preparse_gate
+        if gate is None:
+            return True
+        calls = self._established.get(source_ip)
+        if not calls:
+            return gate.admit(data, source_ip, now)
+        return gate.admit(data, source_ip, now, in_dialog=lambda raw: call_id_of(raw) in calls)
+
+    def _set_established(self, leg: _Leg, established: bool) -> None:
+        """Record (or forget) ``leg`` as an established call from its source (pre-parse gate)."""
+        if leg.established == established:
+            return
+        leg.established = established
+        ip = leg.dest.addr[0]
+        calls = self._established.setdefault(ip, set())
+        if established:
+            calls.add(leg.call.call_id)
+        else:
+            calls.discard(leg.call.call_id)
+            if not calls:
+                del self._established[ip]
+
     def _receive(self, data: bytes, dest: Destination, now: float) -> None:
         try:
             msg = parse_message(data)
@@ -269,6 +324,14 @@ class SipEndpoint:
             return
         verdict = self._rate_check(req, dest, now)
         if verdict is Verdict.DROP:
+            return
+        if self.max_transactions is not None and len(self._server_txs) >= self.max_transactions:
+            # Overloaded (RFC 3261 21.5.4): refuse without keeping state for the request.
+            log.warning("sip.transactions.full", method=req.method, limit=self.max_transactions)
+            resp = make_response(req, 503, to_tag=new_tag())
+            resp.headers.add("Server", self.server)
+            resp.headers.add("Retry-After", "5")
+            self._transmit(dest, bytes(resp))
             return
         tx = Transaction("ist" if req.method == "INVITE" else "nist", req, dest, self._timers,
                          self._values, key)
@@ -558,33 +621,77 @@ class SipEndpoint:
         self._notify()
 
     def _send_refresh(self, call: InboundCall, leg: _Leg, now: float) -> None:
-        """The gateway refreshes with UPDATE without a body (RFC 4028 7.4, RFC 3311)."""
+        """The gateway refreshes (RFC 4028 7.4): a body-less UPDATE (RFC 3311) when the peer's
+        Allow lists UPDATE, else a re-INVITE with our current SDP, version unchanged (RFC 3264 8:
+        the session does not change)."""
         if leg.dialog is None or leg.timer is None or leg.refresh_tx is not None:
             return
+        if leg.pending_2xx is not None:  # the peer's re-INVITE is still open: try again shortly
+            self._timers.start((call, "session-refresh"), now + self._values.t2)
+            return
+        use_update = "UPDATE" in {m.upper() for m in call.invite.headers.values("Allow")}
+        method = "UPDATE" if use_update else "INVITE"
         host, port = self._local_hostport(call.invite, leg.dest)
         branch = new_branch()
         via = f"SIP/2.0/{leg.dest.transport.upper()} {_host(host)}:{port};branch={branch};rport"
         extra = Headers([
             ("Contact", self._contact(call, leg)),
-            # In our UPDATE we are the UAC: refresher=uac names the gateway (RFC 4028 7.4).
+            # In our request we are the UAC: refresher=uac names the gateway (RFC 4028 7.4).
             ("Session-Expires", f"{leg.timer.interval};refresher=uac"),
             ("Min-SE", str(st.MIN_SE_FLOOR)),
             ("Supported", "timer"),
             ("User-Agent", self.server),
         ])
-        update = leg.dialog.build_request("UPDATE", via, extra)
-        key = client_key(branch, "UPDATE")
-        tx = Transaction("nict", update, leg.dest, self._timers, self._values, key)
+        if method == "INVITE":
+            extra.add("Allow", ", ".join(ALLOW))
+        request = leg.dialog.build_request(method, via, extra)
+        if method == "INVITE" and call.answer_sdp:
+            request.headers.add("Content-Type", "application/sdp")
+            request.body = call.answer_sdp.encode()
+        key = client_key(branch, method)
+        tx = Transaction("ict" if method == "INVITE" else "nict", request, leg.dest, self._timers,
+                         self._values, key)
         self._client_txs[key] = tx
         leg.refresh_tx = tx
         log.info("sip.session_timer.refresh_sent", call_id=call.call_id,
-                 interval=leg.timer.interval)
-        self._run(tx, tx.start_client(bytes(update), now), now)
+                 interval=leg.timer.interval, method=method)
+        self._run(tx, tx.start_client(bytes(request), now), now)
         self._notify()
 
+    def _reinvite_response(self, tx: Transaction, resp: SipResponse, now: float) -> None:
+        """A response to our re-INVITE: 2xx (and its retransmissions) are ACKed by the dialog
+        (RFC 3261 13.2.2.4); final responses go on to :meth:`_refresh_result`."""
+        if resp.status < 200:
+            return
+        for call, leg in self._legs.items():
+            if leg.reinvite_ack is not None and leg.reinvite_ack[0] is tx:
+                if resp.status < 300:  # a retransmitted 2xx: the same ACK again
+                    self._transmit(leg.dest, leg.reinvite_ack[1])
+                return
+            if leg.refresh_tx is tx:
+                if resp.status < 300 and leg.dialog is not None:
+                    ack = self._dialog_ack(call, leg, tx.request)
+                    leg.reinvite_ack = (tx, ack)
+                    self._transmit(leg.dest, ack)
+                break
+        self._refresh_result(tx, resp, now)
+
+    def _dialog_ack(self, call: InboundCall, leg: _Leg, invite: SipRequest) -> bytes:
+        """The ACK for a 2xx to our re-INVITE: a new branch, the INVITE's CSeq number (13.2.2.4)."""
+        assert leg.dialog is not None
+        host, port = self._local_hostport(call.invite, leg.dest)
+        via = (f"SIP/2.0/{leg.dest.transport.upper()} {_host(host)}:{port};"
+               f"branch={new_branch()};rport")
+        ack = leg.dialog.build_request("ACK", via)
+        leg.dialog.local_seq -= 1  # an ACK does not take a sequence number of its own
+        ack.headers = Headers([(n, f"{invite.cseq[0]} ACK" if n == "CSeq" else v)
+                               for n, v in ack.headers.items()])
+        return bytes(ack)
+
     def _refresh_result(self, tx: Transaction, resp: SipResponse | None, now: float) -> None:
-        """Our UPDATE's outcome: 2xx restarts the timer; 422 retries with the peer's Min-SE;
-        anything else (or a timeout) ends the session (RFC 4028 7.4, 10)."""
+        """Our UPDATE's or re-INVITE's outcome: 2xx restarts the timer; 422 retries with the
+        peer's Min-SE; 491 (glare) retries after the RFC 3261 14.1 back-off; anything else --
+        408, 481 (RFC 3261 12.2.1.2), a timeout -- ends the session with BYE (RFC 4028 10)."""
         found = next(((c, lg) for c, lg in self._legs.items() if lg.refresh_tx is tx), None)
         if found is None:
             return
@@ -605,6 +712,13 @@ class SipEndpoint:
                     pass
             log.info("sip.session_timer.refreshed", call_id=call.call_id, by="gateway")
             self._arm_session_timer(call, leg, now)
+            return
+        if resp is not None and resp.status == 491:
+            # RFC 3261 14.1 glare: we do not own the Call-ID (the caller chose it), so we
+            # wait 2.1-4 s in 10 ms units before trying again.
+            delay = 2.1 + secrets.randbelow(191) / 100
+            log.info("sip.session_timer.glare", call_id=call.call_id, retry_in=delay)
+            self._timers.start((call, "session-refresh"), now + delay)
             return
         if resp is not None and resp.status == 422:
             try:
@@ -637,11 +751,47 @@ class SipEndpoint:
         self._cancel_call_timers(call)
         if call.state is CallState.ANSWERED:
             call.state = CallState.CONFIRMED
+            self._set_established(leg, True)
             log.info("sip.call.confirmed", call_id=call.call_id)
             self._arm_session_timer(call, leg, now)
+            if call.delayed_offer:
+                problem = self._ack_answer(call, req)
+                if problem is not None:
+                    # RFC 3261 13.3.1.4: the ACK confirmed the dialog; an unusable answer
+                    # leaves the UAS only BYE (with a Reason saying why, RFC 3326).
+                    log.warning("sip.ack.answer_refused", call_id=call.call_id, reason=problem)
+                    self._send_bye(call, leg, f'SIP;cause=488;text={_quote(problem)}', now)
+                    self._end(call, EndReason.ANSWER_REFUSED)
+                    self._forget(call)
+                    return
         if leg.hangup_pending:
             self._send_bye(call, leg, leg.hangup_reason, now)
             self._forget(call)
+
+    def _ack_answer(self, call: InboundCall, ack: SipRequest) -> str | None:
+        """Delayed offer: hand the ACK's SDP answer to ``call.on_answer``; the reason it cannot
+        be used, or None when it was taken (RFC 3264 5: the answer to our 2xx offer)."""
+        if call.ended:  # hung up while the 2xx waited: the pending BYE goes out instead
+            return None
+        if not ack.body:
+            return "the ACK carries no SDP answer to our offer"
+        if sipinfo.content_type(ack.headers.get("Content-Type")) != "application/sdp":
+            return "the ACK's body is not application/sdp"
+        try:
+            answer = SessionDescription.parse(ack.body)
+        except SdpParseError as exc:
+            return f"malformed SDP answer: {exc}"
+        problem: str | None = None
+        if call.on_answer is not None:
+            try:
+                problem = call.on_answer(call, answer)
+            except Exception:
+                log.exception("sip.ack.answer_error", call_id=call.call_id)
+                problem = "the answer could not be applied"
+        if problem is None:
+            call.offer = answer
+            log.info("sip.ack.answer_taken", call_id=call.call_id)
+        return problem
 
     def _on_bye(self, req: SipRequest, tx: Transaction, now: float) -> None:
         call = self._dialogs.get((req.call_id, req.to_addr.tag or "", req.from_addr.tag or ""))
@@ -696,7 +846,8 @@ class SipEndpoint:
             log.info("sip.message.dropped", reason="response matches no transaction",
                      status=resp.status, call_id=resp.call_id)
             return
-        inp = Input.RECV_1XX if resp.status < 200 else Input.RECV_FINAL
+        inp = (Input.RECV_1XX if resp.status < 200 else
+               Input.RECV_2XX if resp.status < 300 and tx.kind == "ict" else Input.RECV_FINAL)
         self._run(tx, tx.fire(inp, now, response=resp), now)
 
     # ------------------------------------------------------------------ application actions
@@ -728,13 +879,9 @@ class SipEndpoint:
         call.answer_sdp = answer_sdp
         call.state = CallState.ANSWERED
         if leg.timer_request is not None:
+            # When we refresh, a peer whose Allow lists UPDATE gets UPDATE, any other a
+            # re-INVITE with the same SDP (RFC 4028 7.4, :meth:`_send_refresh`).
             leg.timer = st.negotiate(leg.timer_request)
-            if leg.timer is not None and leg.timer.we_refresh \
-                    and "UPDATE" not in {m.upper() for m in call.invite.headers.values("Allow")} \
-                    and leg.timer_request.refresher != "uas":
-                # We refresh with UPDATE only (RFC 4028 7.4); a peer that does not allow it
-                # and did not ask us to refresh gets no session timer (RFC 4028 9 lets us).
-                leg.timer = None
         resp = self._respond(leg.tx, 200, now, to_tag=call.local_tag,
                              headers=self._dialog_headers(call, leg) + self._timer_headers(leg),
                              body=answer_sdp.encode("utf-8"), content_type="application/sdp")
@@ -784,6 +931,31 @@ class SipEndpoint:
             self._end(call, EndReason.LOCAL_HANGUP)
             self._forget(call)
         self._notify()
+
+    def call_send_info(self, call: InboundCall, content_type: str, body: bytes) -> bool:
+        """An INFO inside the confirmed dialog (RFC 6086): a non-INVITE client transaction sent
+        along the INVITE's flow, like our BYE. False (nothing sent) before the ACK or after the end.
+        The body is not logged (DTMF digits may be a PIN)."""
+        leg = self._legs.get(call)
+        if leg is None or leg.dialog is None or call.state is not CallState.CONFIRMED:
+            log.info("sip.call.action_ignored", action="info", call_id=call.call_id,
+                     state=call.state.value)
+            return False
+        now = self._clock()
+        host, port = self._local_hostport(call.invite, leg.dest)
+        branch = new_branch()
+        via = f"SIP/2.0/{leg.dest.transport.upper()} {_host(host)}:{port};branch={branch};rport"
+        info = leg.dialog.build_request("INFO", via, Headers([
+            ("Contact", self._contact(call, leg)), ("User-Agent", self.server),
+            ("Content-Type", content_type)]))
+        info.body = body
+        key = client_key(branch, "INFO")
+        tx = Transaction("nict", info, leg.dest, self._timers, self._values, key)
+        self._client_txs[key] = tx
+        log.info("sip.info.sent", call_id=call.call_id, content_type=content_type)
+        self._run(tx, tx.start_client(bytes(info), now), now)
+        self._notify()
+        return True
 
     # ------------------------------------------------------------------ internals
     def _start_2xx(self, call: InboundCall, leg: _Leg, data: bytes, cseq: int,
@@ -850,7 +1022,9 @@ class SipEndpoint:
         leg = self._legs.get(call)
         if leg is not None and leg.pending_2xx is not None:
             return
-        self._legs.pop(call, None)
+        gone = self._legs.pop(call, None)
+        if gone is not None:
+            self._set_established(gone, False)
         for key in [k for k, c in self._dialogs.items() if c is call]:
             del self._dialogs[key]
         self._cancel_call_timers(call)
@@ -862,23 +1036,28 @@ class SipEndpoint:
             if out.kind == "send":
                 self._transmit(tx.dest, out.data)
             elif out.kind == "deliver" and out.response is not None:
-                if out.response.status >= 200 and tx.request.method == "UPDATE":
+                if tx.kind == "ict":
+                    self._reinvite_response(tx, out.response, now)
+                elif out.response.status >= 200 and tx.request.method == "UPDATE":
                     self._refresh_result(tx, out.response, now)
+                elif out.response.status >= 200 and tx.request.method == "INFO":
+                    log.info("sip.info.completed", status=out.response.status,
+                             call_id=tx.request.call_id)
                 elif out.response.status >= 200:
                     log.info("sip.bye.completed", status=out.response.status,
                              call_id=tx.request.call_id)
             elif out.kind == "timeout":
                 log.warning("sip.transaction.timeout", method=tx.request.method,
                             call_id=tx.request.call_id, state=tx.state.value)
-                if tx.request.method == "UPDATE":
+                if tx.request.method in ("UPDATE", "INVITE"):
                     self._refresh_result(tx, None, now)
             elif out.kind == "fail":
                 log.warning("sip.transport.error", method=tx.request.method,
                             call_id=tx.request.call_id)
-                if tx.request.method == "UPDATE":
+                if tx.request.method in ("UPDATE", "INVITE"):
                     self._refresh_result(tx, None, now)
             elif out.kind == "terminated":
-                table = self._client_txs if tx.kind == "nict" else self._server_txs
+                table = self._client_txs if tx.kind in ("nict", "ict") else self._server_txs
                 if table.get(tx.key) is tx:
                     del table[tx.key]
                 if tx.kind == "ist":

@@ -48,7 +48,8 @@ def _digit(raw: str) -> str:
     s = raw.strip().upper()
     if len(s) == 1 and s in _DIGITS:
         return s
-    if s.isdigit() and int(s) in EVENT_DIGITS:  # "10"/"11" for */# (RFC 4733 3.2 codes)
+    # isascii: "²".isdigit() is True but int("²") raises a bare ValueError (not InfoBodyError).
+    if s.isascii() and s.isdigit() and int(s) in EVENT_DIGITS:  # "10"/"11" for */# (RFC 4733 3.2)
         return EVENT_DIGITS[int(s)]
     raise InfoBodyError(f"not a DTMF digit: {raw!r}")
 
@@ -66,6 +67,11 @@ def parse_dtmf_relay(body: bytes) -> DtmfInfo:
     if fields.get("duration", "").isdigit():
         duration = int(fields["duration"])
     return DtmfInfo(_digit(fields["signal"]), duration)
+
+
+def dtmf_relay_body(digit: str, duration_ms: int) -> bytes:
+    """The ``application/dtmf-relay`` body :func:`parse_dtmf_relay` reads, for INFO we send."""
+    return f"Signal={_digit(digit)}\r\nDuration={int(duration_ms)}\r\n".encode()
 
 
 def parse_dtmf(body: bytes) -> DtmfInfo:

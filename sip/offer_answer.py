@@ -33,8 +33,13 @@ from sip.sdp import (
 
 MediaSecurity = Literal["plain", "sdes", "dtls"]
 
-#: RTP clock rates per encoding (RFC 3551 4.5.2: G.722 is clocked at 8000 on the wire).
-_CLOCK: dict[str, int] = {"PCMU": 8000, "PCMA": 8000, "G722": 8000}
+#: RTP clock rates per encoding (RFC 3551 4.5.2: G.722 is clocked at 8000 on the wire;
+#: RFC 7587 4.1: Opus always at 48000, whatever its internal bandwidth).
+_CLOCK: dict[str, int] = {"PCMU": 8000, "PCMA": 8000, "G722": 8000, "OPUS": 48000}
+#: RFC 7587 7: Opus is always ``opus/48000/2`` in SDP; mono or stereo is said by the fmtp.
+#: Our answer asks for mono (``stereo=0``) and says we send mono (``sprop-stereo=0``).
+OPUS_RTPMAP = "opus/48000/2"
+OPUS_ANSWER_FMTP = "stereo=0;sprop-stereo=0"
 _PLAIN_PROTOS = ("RTP/AVP", "RTP/AVPF")
 _SECURE_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
 _RTP_PROTOS = _PLAIN_PROTOS + _SECURE_PROTOS
@@ -137,6 +142,11 @@ def _codec_of(m: MediaDescription, pt: int) -> tuple[str, int, int | None] | Non
     return None
 
 
+#: Channel counts accepted in a=rtpmap: mono codecs, and Opus' mandatory "/2" (RFC 7587 7;
+#: a bare ``opus/48000`` from a sloppy endpoint is taken too, it can only mean the same codec).
+_CHANNELS: dict[str, tuple[int | None, ...]] = {"OPUS": (None, 2)}
+
+
 def _pick(m: MediaDescription, preferred: tuple[str, ...]) -> tuple[int, str, int] | None:
     wanted = {p.upper() for p in preferred}
     for fmt in m.formats:
@@ -147,7 +157,7 @@ def _pick(m: MediaDescription, preferred: tuple[str, ...]) -> tuple[int, str, in
         if codec is None:
             continue
         enc, rate, channels = codec
-        if enc in wanted and rate == _CLOCK.get(enc) and channels in (None, 1):
+        if enc in wanted and rate == _CLOCK.get(enc) and channels in _CHANNELS.get(enc, (None, 1)):
             return pt, enc, rate
     return None
 
@@ -252,8 +262,8 @@ def build_answer(
 ) -> SessionDescription:
     """The RFC 3264 answer: one m-line per offered m-line, only the chosen audio one accepted
     (and, when ``video``/``video_port`` are given, the chosen main video line, see
-    :func:`choose_video`; without them every video line is refused with port 0, RFC 3264 6,
-    because the bridge carries no video yet).
+    :func:`choose_video`; without them every video line is refused with port 0, RFC 3264 6:
+    video off by policy, or nothing usable offered).
 
     ``session_id``/``session_version`` default to one random 62-bit number
     (RFC 8866 5.2 recommends an NTP-like unique value; the version only has to
@@ -290,9 +300,12 @@ def build_answer(
 
 def _audio_answer(m: MediaDescription, choice: AudioChoice, local_port: int) -> MediaDescription:
     formats = [str(choice.payload_type)]
-    attrs: list[tuple[str, str | None]] = [
-        ("rtpmap", f"{choice.payload_type} {choice.encoding}/{choice.clock_rate}")
-    ]
+    attrs: list[tuple[str, str | None]]
+    if choice.encoding == "OPUS":
+        attrs = [("rtpmap", f"{choice.payload_type} {OPUS_RTPMAP}"),
+                 ("fmtp", f"{choice.payload_type} {OPUS_ANSWER_FMTP}")]
+    else:
+        attrs = [("rtpmap", f"{choice.payload_type} {choice.encoding}/{choice.clock_rate}")]
     te = choice.telephone_event_pt
     if te is not None and str(te) in m.formats:
         formats.append(str(te))
@@ -307,9 +320,15 @@ def _audio_answer(m: MediaDescription, choice: AudioChoice, local_port: int) -> 
 
 
 # ---------------------------------------------------------------------------- video
-#: Whether the gateway accepts video m-lines.  The bridge carries no video yet, so this is
-#: off and every video line is answered with port 0; the media issue switches it on.
-VIDEO_ENABLED = False
+#: Whether the gateway accepts video m-lines at all (a meeting's policy ``video: false`` still
+#: refuses them per call, see ``enabled`` of :func:`choose_video`).  On: the bridge carries the
+#: main video as H.264 passthrough (``bridge.video_leg``).
+VIDEO_ENABLED = True
+#: Video codecs the bridge passes through unchanged.  It never transcodes video (the conference
+#: core decodes every publisher and re-encodes per subscriber), so the room system's codec must be
+#: one the core's WebRTC side negotiates as is: H.264 (RFC 6184).  VP8 stays understood by
+#: :func:`choose_video` for callers that ask for it.
+PASSTHROUGH_VIDEO_CODECS: tuple[str, ...] = ("H264",)
 
 #: Feedback (RFC 4585 4.2) we can honour on a video stream, in answer order: generic NACK,
 #: PLI (RFC 4585 6.3.1), FIR (RFC 5104 7.1), REMB (draft-alvestrand-rmcat-remb).
@@ -340,6 +359,12 @@ class VideoChoice:
     remote_port: int
     media_index: int
     crypto: CryptoChoice | None = None
+
+    @property
+    def packetization_mode(self) -> int:
+        """H.264 packetization-mode agreed (RFC 6184 8.1: 0 when absent)."""
+        mode = _fmtp_params(self.fmtp).get("packetization-mode", "0")
+        return int(mode) if mode.isdigit() else 0
 
 
 def _content(m: MediaDescription) -> str | None:
@@ -400,7 +425,7 @@ def _bandwidth_kbps(m: MediaDescription) -> int | None:
 
 def choose_video(
     offer: SessionDescription,
-    preferred: tuple[str, ...] = ("H264", "VP8"),
+    preferred: tuple[str, ...] = PASSTHROUGH_VIDEO_CODECS,
     *,
     enabled: bool | None = None,
 ) -> VideoChoice | None:
@@ -409,12 +434,13 @@ def choose_video(
     RFC 8855) and its codec: H.264 (RFC 6184; packetization-mode 0 or 1, preferring 1 when
     both are offered) or VP8 (RFC 7741), in our ``preferred`` order.
 
-    Returns None when video is switched off (``enabled``, default :data:`VIDEO_ENABLED`),
+    Returns None when video is switched off (``enabled``: the meeting policy's ``video``; the
+    module-wide :data:`VIDEO_ENABLED` must also be on),
     when no video is offered or nothing in it is usable -- the answer then refuses every video
     line with port 0, which never fails the call.  SDES-keyed video lines carry the same
     choice as audio (``crypto``); DTLS-SRTP lines are not taken.
     """
-    if not (VIDEO_ENABLED if enabled is None else enabled):
+    if not VIDEO_ENABLED or enabled is False:
         return None
     for i, m in enumerate(offer.media):
         if m.media.lower() != "video" or m.port == 0 or _content(m) not in (None, "main"):

@@ -1,10 +1,13 @@
 """SIP transactions (RFC 3261 17, RFC 6026): every state machine as one table, here.
 
-Three machines are needed by a UAS that also sends its own BYE:
+Four machines: a UAS that also sends its own BYE and refreshes sessions by re-INVITE needs
 
 * INVITE server transaction (17.2.1 fig. 7, with RFC 6026's Accepted state),
 * non-INVITE server transaction (17.2.2 fig. 8),
-* non-INVITE client transaction (17.1.2 fig. 6).
+* non-INVITE client transaction (17.1.2 fig. 6),
+* INVITE client transaction (17.1.1 fig. 5, with RFC 6026's Accepted state and Timer M): the
+  transaction ACKs 300-699 itself; a 2xx and its retransmissions go to the TU, whose dialog
+  ACKs them (RFC 3261 13.2.2.4).
 
 Each table maps (state, input) to (next state, actions).  A transaction only
 stores the last message it sent and its timers; the owner (the endpoint) moves
@@ -24,6 +27,7 @@ from sip.timers import TimerQueue, TimerValues
 class State(str, Enum):
     """Transaction states, named as RFC 3261 17 and RFC 6026 name them."""
 
+    CALLING = "Calling"
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
     COMPLETED = "Completed"
@@ -42,6 +46,7 @@ class Input(str, Enum):
     SEND_FINAL = "TU sends 300-699"
     RECV_1XX = "1xx received"
     RECV_FINAL = "final response received"
+    RECV_2XX = "2xx received"
     TRANSPORT_ERROR = "transport error"
     TIMER_E = "Timer E"
     TIMER_F = "Timer F"
@@ -51,6 +56,10 @@ class Input(str, Enum):
     TIMER_J = "Timer J"
     TIMER_K = "Timer K"
     TIMER_L = "Timer L"
+    TIMER_A = "Timer A"
+    TIMER_B = "Timer B"
+    TIMER_D = "Timer D"
+    TIMER_M = "Timer M"
 
 
 class Action(str, Enum):
@@ -73,6 +82,12 @@ class Action(str, Enum):
     DELIVER = "pass the response to the TU"
     TIMEOUT = "tell the TU the transaction timed out"
     FAIL = "tell the TU about the transport error"
+    START_A = "start Timer A (T1, unreliable only)"
+    BACKOFF_A = "restart Timer A, interval doubled (no cap, 17.1.1.2)"
+    START_B = "start Timer B (64*T1)"
+    SEND_ACK = "send the ACK for a 300-699 (17.1.1.3)"
+    START_D = "start Timer D (32 s, 0 on reliable)"
+    START_M = "start Timer M (64*T1, RFC 6026 8.4)"
 
 
 S, I, A = State, Input, Action
@@ -127,10 +142,34 @@ NON_INVITE_CLIENT: Table = {
     (S.COMPLETED, I.TIMER_K): (S.TERMINATED, (A.STOP_TIMERS,)),
 }
 
+#: RFC 3261 17.1.1 (figure 5) as amended by RFC 6026 7.2 (Accepted, Timer M).
+#: Initial state: Calling (entered by sending the INVITE).
+INVITE_CLIENT: Table = {
+    (S.CALLING, I.TIMER_A): (S.CALLING, (A.RESEND, A.BACKOFF_A)),
+    (S.CALLING, I.TIMER_B): (S.TERMINATED, (A.STOP_TIMERS, A.TIMEOUT)),
+    (S.CALLING, I.RECV_1XX): (S.PROCEEDING, (A.STOP_TIMERS, A.START_B, A.DELIVER)),
+    (S.CALLING, I.RECV_2XX): (S.ACCEPTED, (A.STOP_TIMERS, A.DELIVER, A.START_M)),
+    (S.CALLING, I.RECV_FINAL): (S.COMPLETED, (A.STOP_TIMERS, A.SEND_ACK, A.DELIVER, A.START_D)),
+    (S.CALLING, I.TRANSPORT_ERROR): (S.TERMINATED, (A.STOP_TIMERS, A.FAIL)),
+    (S.PROCEEDING, I.RECV_1XX): (S.PROCEEDING, (A.DELIVER,)),
+    (S.PROCEEDING, I.RECV_2XX): (S.ACCEPTED, (A.STOP_TIMERS, A.DELIVER, A.START_M)),
+    (S.PROCEEDING, I.RECV_FINAL): (S.COMPLETED, (A.STOP_TIMERS, A.SEND_ACK, A.DELIVER, A.START_D)),
+    (S.PROCEEDING, I.TIMER_B): (S.TERMINATED, (A.STOP_TIMERS, A.TIMEOUT)),
+    (S.ACCEPTED, I.RECV_2XX): (S.ACCEPTED, (A.DELIVER,)),
+    (S.ACCEPTED, I.TIMER_M): (S.TERMINATED, (A.STOP_TIMERS,)),
+    (S.COMPLETED, I.RECV_FINAL): (S.COMPLETED, (A.RESEND,)),
+    (S.COMPLETED, I.TIMER_D): (S.TERMINATED, (A.STOP_TIMERS,)),
+    (S.COMPLETED, I.TRANSPORT_ERROR): (S.TERMINATED, (A.STOP_TIMERS, A.FAIL)),
+}
+
 _TIMER_INPUT = {
     "E": I.TIMER_E, "F": I.TIMER_F, "G": I.TIMER_G, "H": I.TIMER_H, "I": I.TIMER_I,
     "J": I.TIMER_J, "K": I.TIMER_K, "L": I.TIMER_L,
+    "A": I.TIMER_A, "B": I.TIMER_B, "D": I.TIMER_D, "M": I.TIMER_M,
 }
+
+#: Timer D on an unreliable transport: "at least 32 seconds" (RFC 3261 17.1.1.2).
+TIMER_D_UNRELIABLE = 32.0
 
 
 @dataclass(frozen=True)
@@ -199,8 +238,9 @@ class Transaction:
     ) -> None:
         self.kind = kind
         self.table = {"ist": INVITE_SERVER, "nist": NON_INVITE_SERVER,
-                      "nict": NON_INVITE_CLIENT}[kind]
-        self.state = {"ist": S.PROCEEDING, "nist": S.TRYING, "nict": S.TRYING}[kind]
+                      "nict": NON_INVITE_CLIENT, "ict": INVITE_CLIENT}[kind]
+        self.state = {"ist": S.PROCEEDING, "nist": S.TRYING, "nict": S.TRYING,
+                      "ict": S.CALLING}[kind]
         self.request = request
         self.dest = dest
         self.key = key
@@ -210,6 +250,7 @@ class Transaction:
         self._values = values
         self._interval_e = values.t1
         self._interval_g = values.t1
+        self._interval_a = values.t1
 
     @property
     def terminated(self) -> bool:
@@ -217,11 +258,13 @@ class Transaction:
         return self.state is S.TERMINATED
 
     def start_client(self, data: bytes, now: float) -> list[TxOutput]:
-        """Send the request of a client transaction and arm Timers E and F (17.1.2.2)."""
+        """Send the request of a client transaction and arm Timers E and F (17.1.2.2), or for
+        an INVITE Timers A and B (17.1.1.2)."""
         self.last = data
+        retransmit, give_up = ("A", "B") if self.kind == "ict" else ("E", "F")
         if not self.dest.reliable:
-            self._arm("E", now + self._interval_e)
-        self._arm("F", now + self._values.transaction_timeout)
+            self._arm(retransmit, now + self._values.t1)
+        self._arm(give_up, now + self._values.transaction_timeout)
         return [TxOutput("send", data)]
 
     def timer_fired(self, name: str, now: float) -> list[TxOutput]:
@@ -267,6 +310,18 @@ class Transaction:
                 self._arm("J", now + (0.0 if self.dest.reliable else t.transaction_timeout))
             elif action is A.START_K:
                 self._arm("K", now + (0.0 if self.dest.reliable else t.t4))
+            elif action is A.BACKOFF_A:
+                self._interval_a *= 2
+                self._arm("A", now + self._interval_a)
+            elif action is A.START_B:
+                self._arm("B", now + t.transaction_timeout)
+            elif action is A.START_M:
+                self._arm("M", now + t.transaction_timeout)
+            elif action is A.START_D:
+                self._arm("D", now + (0.0 if self.dest.reliable else TIMER_D_UNRELIABLE))
+            elif action is A.SEND_ACK and response is not None:
+                self.last = bytes(ack_for_error(self.request, response))
+                out.append(TxOutput("send", self.last))
             elif action is A.STOP_TIMERS:
                 for name in _TIMER_INPUT:
                     self._timers.cancel((self, name))
@@ -282,3 +337,19 @@ class Transaction:
 
     def _arm(self, name: str, deadline: float) -> None:
         self._timers.start((self, name), deadline)
+
+
+def ack_for_error(invite: SipRequest, response: SipResponse) -> SipRequest:
+    """The ACK an INVITE client transaction sends for a 300-699 (RFC 3261 17.1.1.3): the
+    INVITE's Request-URI, top Via, Call-ID, From, Route and CSeq number; the response's To."""
+    ack = SipRequest("ACK", invite.uri)
+    h = ack.headers
+    h.add("Via", invite.headers.get_all("Via")[0])
+    h.add("Max-Forwards", "70")
+    for route in invite.headers.get_all("Route"):
+        h.add("Route", route)
+    h.add("From", invite.headers.get("From") or "")
+    h.add("To", response.headers.get("To") or invite.headers.get("To") or "")
+    h.add("Call-ID", invite.call_id)
+    h.add("CSeq", f"{invite.cseq[0]} ACK")
+    return ack

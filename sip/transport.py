@@ -27,6 +27,7 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from sip.calls import CallHandler
 from sip.endpoint import SipEndpoint
 from sip.events import CallDtmf, CallEnded, CallKeyframeRequested, CallOffered
+from sip.ratelimit import SipLimits
 from sip.timers import TimerValues
 
 log = structlog.get_logger("sip")
@@ -152,6 +153,7 @@ class SipService:
         clock: Callable[[], float] | None = None,
         timer_values: TimerValues | None = None,
         advertised_host: str | None = None,
+        limits: SipLimits | None = None,
     ) -> None:
         self._reactor = reactor
         self._handler = handler
@@ -159,6 +161,8 @@ class SipService:
         self.endpoint = SipEndpoint(clock=self._clock, timer_values=timer_values,
                                     advertised_host=advertised_host)
         self.endpoint.on_output = self._flush
+        if limits is not None:  # sip.limits in gateway.yaml; without it the endpoint's defaults
+            self.endpoint.apply_limits(limits)
         self._udp: SipDatagramProtocol | None = None
         self._ports: list[Any] = []
         self._connections: dict[int, SipStreamProtocol] = {}

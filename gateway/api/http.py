@@ -6,7 +6,7 @@ Neither listener writes access logs: they would carry client addresses.
 
 Authentication follows RFC 6750: no or a wrong token -> ``401`` with
 ``WWW-Authenticate: Bearer``; a token whose scope is too small -> ``403`` with
-``error="insufficient_scope"``. Every command (a ``DELETE``) is an ``audit.command``
+``error="insufficient_scope"``. Every command (``DELETE``, ``POST``, ``PUT``) is an ``audit.command``
 log event naming the token id, the action, the target and the result; the token
 itself is never logged.
 """
@@ -27,8 +27,10 @@ from twisted.internet import ssl
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from gateway.api.service import ControlService
+from bridge.dtmf_sender import DEFAULT_DURATION_MS, DtmfError
+from gateway.api.service import CommandResult, ControlService
 from gateway.api.tokens import Scope, TokenRecord, TokenVerifier, scope_allows
+from gateway.live_meeting import InvalidPin
 from gateway.metrics import Metrics
 
 log = structlog.get_logger("gateway.api")
@@ -109,6 +111,64 @@ async def _admit_participant(svc: ControlService, p: dict[str, str]) -> Reply:
     return Reply(200, result.body)
 
 
+def _command_reply(result: CommandResult, missing: str) -> Reply:
+    """200 with the body, 404 (``missing`` says what), or 409 with why the target cannot."""
+    if not result.found:
+        return _error(404, "not_found", missing)
+    if result.conflict is not None:
+        return _error(409, "conflict", result.conflict)
+    return Reply(200, result.body)
+
+
+async def _lock_meeting(svc: ControlService, p: dict[str, str]) -> Reply:
+    return _command_reply(svc.lock_meeting(p["meeting"], True), "no such running meeting")
+
+
+async def _unlock_meeting(svc: ControlService, p: dict[str, str]) -> Reply:
+    return _command_reply(svc.lock_meeting(p["meeting"], False), "no such running meeting")
+
+
+async def _change_pin(svc: ControlService, p: dict[str, str]) -> Reply:
+    try:
+        body = json.loads(p.get(BODY_PARAM) or "null")
+    except ValueError:
+        body = None
+    pin = body.get("pin") if isinstance(body, dict) else None
+    if not isinstance(pin, str):
+        return _error(400, "bad_request", 'send {"pin": "<1-16 digits>"} as application/json')
+    try:
+        return _command_reply(svc.change_pin(p["meeting"], pin), "no such running meeting")
+    except InvalidPin as exc:  # the message never contains the PIN
+        return _error(400, "bad_request", str(exc))
+
+
+async def _mute_participant(svc: ControlService, p: dict[str, str]) -> Reply:
+    return _command_reply(svc.mute_participant(p["meeting"], p["participant"], True),
+                          "no such participant in this meeting")
+
+
+async def _unmute_participant(svc: ControlService, p: dict[str, str]) -> Reply:
+    return _command_reply(svc.mute_participant(p["meeting"], p["participant"], False),
+                          "no such participant in this meeting")
+
+
+async def _send_dtmf(svc: ControlService, p: dict[str, str]) -> Reply:
+    usage = 'send {"digits": "0-9 * # A-D", "duration_ms": 40..5000 (optional)} as application/json'
+    try:
+        body = json.loads(p.get(BODY_PARAM) or "null")
+    except ValueError:
+        body = None
+    digits = body.get("digits") if isinstance(body, dict) else None
+    duration = body.get("duration_ms", DEFAULT_DURATION_MS) if isinstance(body, dict) else None
+    if not isinstance(digits, str) or not isinstance(duration, int) or isinstance(duration, bool):
+        return _error(400, "bad_request", usage)
+    try:
+        return _command_reply(svc.send_dtmf(p["meeting"], p["participant"], digits, duration),
+                              "no such participant in this meeting")
+    except DtmfError as exc:  # the message names refused characters, never the digits sent
+        return _error(400, "bad_request", f"{exc}; {usage}")
+
+
 async def _reload_policy(svc: ControlService, _: dict[str, str]) -> Reply:
     result = svc.reload_policy()
     if not result.found:
@@ -129,10 +189,26 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", re.compile(rf"/api/v1/meetings/(?P<meeting>{_ID})/participants/(?P<participant>{_ID})/admit"),
           "operate", _admit_participant, action="participant.admit"),
     Route("POST", re.compile(r"/api/v1/policy/reload"), "admin", _reload_policy, action="policy.reload"),
+    # Editing a running meeting (operator overrides that end with the meeting: gateway.live_meeting).
+    Route("POST", re.compile(rf"/api/v1/meetings/(?P<meeting>{_ID})/lock"), "operate", _lock_meeting,
+          action="meeting.lock"),
+    Route("POST", re.compile(rf"/api/v1/meetings/(?P<meeting>{_ID})/unlock"), "operate", _unlock_meeting,
+          action="meeting.unlock"),
+    Route("PUT", re.compile(rf"/api/v1/meetings/(?P<meeting>{_ID})/pin"), "operate", _change_pin,
+          action="meeting.pin"),
+    Route("POST", re.compile(rf"/api/v1/meetings/(?P<meeting>{_ID})/participants/(?P<participant>{_ID})/mute"),
+          "operate", _mute_participant, action="participant.mute"),
+    Route("POST", re.compile(rf"/api/v1/meetings/(?P<meeting>{_ID})/participants/(?P<participant>{_ID})/unmute"),
+          "operate", _unmute_participant, action="participant.unmute"),
+    Route("POST", re.compile(rf"/api/v1/meetings/(?P<meeting>{_ID})/participants/(?P<participant>{_ID})/dtmf"),
+          "operate", _send_dtmf, action="participant.dtmf"),
 )
 
 _OUTCOMES = {200: "ok", 400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-             405: "bad_request", 422: "bad_request", 503: "ok"}
+             405: "bad_request", 409: "conflict", 422: "bad_request", 503: "ok"}
+#: The request body (UTF-8 text, at most ``MAX_BODY`` bytes) as handlers see it in their params.
+BODY_PARAM = "_body"
+MAX_BODY = 4096
 
 
 def bearer_token(request: Request) -> str | None:
@@ -229,6 +305,10 @@ class ControlApiResource(_AsyncResource):
             return (_error(403, "forbidden", f"this needs a token of scope {route.scope}",
                            ("WWW-Authenticate",
                             f'Bearer realm="{REALM}", error="insufficient_scope", scope="{route.scope}"')),
+                    route, params, who)
+        if method in ("POST", "PUT"):  # a copy: the audit target is built from the path only
+            raw = request.content.read(MAX_BODY) if request.content is not None else b""
+            return (await route.handler(self._service, params | {BODY_PARAM: raw.decode("utf-8", "replace")}),
                     route, params, who)
         return await route.handler(self._service, params), route, params, who
 

@@ -15,13 +15,25 @@ from typing import Any, Protocol
 
 import structlog
 
+from bridge.dtmf_sender import (
+    DEFAULT_DURATION_MS,
+    DtmfError,
+    check_duration,
+    validate_digits,
+)
 from gateway import __version__
 from gateway.roster import PROTOCOLS, Roster
 
 log = structlog.get_logger("gateway.api")
 
 END_MEETING_REASON = "meeting ended by an operator"
+#: Why a mute cannot be done (409): the participant exists but its audio is not ours to cut.
+MUTE_UNREACHABLE = ("this participant's audio is mixed by an external conference core; "
+                    "mute it there")
+MUTE_IN_LOBBY = "this caller waits in the lobby and is not heard in the meeting yet; admit it first"
 REMOVE_PARTICIPANT_REASON = "removed from the meeting by an operator"
+#: Why DTMF cannot be sent (409): only answered legacy calls have a keypad on the other end.
+DTMF_UNREACHABLE = "DTMF goes to answered SIP/H.323 participants only"
 
 
 class Controller(Protocol):
@@ -46,10 +58,12 @@ class Core(Protocol):
 
 @dataclass(frozen=True)
 class CommandResult:
-    """What a command did; ``found`` False means the target did not exist (404)."""
+    """What a command did; ``found`` False means the target did not exist (404);
+    ``conflict`` says why an existing target cannot take the command (409)."""
 
     found: bool
     body: dict[str, Any]
+    conflict: str | None = None
 
 
 class ControlService:
@@ -106,15 +120,27 @@ class ControlService:
         waiting = getattr(self._controller, "lobby", None)
         return list(waiting(meeting)) if waiting is not None else []
 
+    def _live(self) -> Any:
+        """The controllers' :class:`gateway.live_meeting.LiveOverrides` (None: not wired)."""
+        return getattr(self._controller, "live", None)
+
+    def _core_meeting(self, meeting: str) -> Any:
+        """The embedded core's :class:`gateway.core.meeting.Meeting`, when reachable."""
+        find = getattr(self._core, "meeting", None)
+        return find(meeting) if find is not None else None
+
     def meeting(self, meeting: str) -> dict[str, Any] | None:
         lobby = self._lobby(meeting)
         if meeting not in self._meeting_ids() and not lobby:
             return None
+        live, core_meeting = self._live(), self._core_meeting(meeting)
+        muted = core_meeting.muted if core_meeting is not None else set()
         return ({"lobby": lobby} if lobby else {}) | {
             "id": meeting,
+            "locked": bool(live is not None and live.locked(meeting)),
             "participants": [p.snapshot() for p in self.roster.participants(meeting)],
             "webrtc_participants": [{"id": pid, "protocol": "webrtc",
-                                     "encryption": {"webrtc": "dtls-srtp"}}
+                                     "encryption": {"webrtc": "dtls-srtp"}, "muted": pid in muted}
                                     for pid in self._web_ids(meeting)],
         }
 
@@ -150,6 +176,63 @@ class ControlService:
         if admit is None or not admit(meeting, participant_id):
             return CommandResult(False, {})
         return CommandResult(True, {"id": participant_id, "meeting": meeting, "admitted": True})
+
+    def _running(self, meeting: str) -> bool:
+        return meeting in self._meeting_ids() or bool(self._lobby(meeting))
+
+    def lock_meeting(self, meeting: str, locked: bool) -> CommandResult:
+        """Refuse (or again admit) new legacy callers to a running meeting; those in stay."""
+        live = self._live()
+        if live is None or not self._running(meeting):
+            return CommandResult(False, {})
+        live.set_locked(meeting, locked)
+        log.info("meeting.locked" if locked else "meeting.unlocked", meeting=meeting)
+        return CommandResult(True, {"id": meeting, "locked": locked})
+
+    def change_pin(self, meeting: str, pin: str) -> CommandResult:
+        """A new PIN for new callers (and those still entering one) until the meeting ends;
+        raises :class:`gateway.live_meeting.InvalidPin`. The PIN is neither logged nor echoed."""
+        live = self._live()
+        if live is None or not self._running(meeting):
+            return CommandResult(False, {})
+        live.set_pin(meeting, pin)
+        log.info("meeting.pin_changed", meeting=meeting)
+        return CommandResult(True, {"id": meeting, "pin_changed": True})
+
+    def mute_participant(self, meeting: str, participant_id: str, muted: bool) -> CommandResult:
+        """A legacy caller's audio stops reaching the core (the gateway cuts it); a browser's
+        contribution is muted in the embedded core's mix; 409 when neither can be done."""
+        body = {"id": participant_id, "meeting": meeting, "muted": muted}
+        set_legacy = getattr(self._controller, "set_participant_muted", None)
+        if set_legacy is not None and set_legacy(meeting, participant_id, muted):
+            return CommandResult(True, body | {"protocol": "legacy"})
+        if any(w.get("id") == participant_id for w in self._lobby(meeting)):
+            return CommandResult(True, {}, conflict=MUTE_IN_LOBBY)
+        if participant_id in self._web_ids(meeting):
+            core_meeting = self._core_meeting(meeting)
+            if core_meeting is None or not core_meeting.set_muted(participant_id, muted):
+                return CommandResult(True, {}, conflict=MUTE_UNREACHABLE)
+            return CommandResult(True, body | {"protocol": "webrtc"})
+        return CommandResult(False, {})
+
+    def send_dtmf(self, meeting: str, participant_id: str, digits: str,
+                  duration_ms: int = DEFAULT_DURATION_MS) -> CommandResult:
+        """Key ``digits`` toward a legacy participant (e.g. the PIN of a conference bridge the
+        meeting is cascaded into through a SIP room connector). Raises :class:`DtmfError` for
+        digits or a duration that can never be sent (400); 409 when the participant cannot
+        take DTMF (a browser; a caller without telephone-event). The digits are not logged."""
+        text = validate_digits(digits)
+        check_duration(duration_ms)
+        send = getattr(self._controller, "send_dtmf", None)
+        try:
+            if send is not None and send(meeting, participant_id, text, duration_ms):
+                return CommandResult(True, {"id": participant_id, "meeting": meeting, "queued": len(text)})
+        except DtmfError as exc:
+            return CommandResult(True, {}, conflict=str(exc))
+        if participant_id in self._web_ids(meeting) or any(
+                w.get("id") == participant_id for w in self._lobby(meeting)):
+            return CommandResult(True, {}, conflict=DTMF_UNREACHABLE)
+        return CommandResult(False, {})
 
     def reload_policy(self) -> CommandResult:
         """Reload the policy file (``Gateway.reload_policy``); ``found`` False when reload is not

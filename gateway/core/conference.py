@@ -13,6 +13,7 @@ import asyncio
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -174,6 +175,8 @@ class ConferenceCore:
         if meeting.participants.get(participant.id) is not participant:
             # Removed while we negotiated (core closing, connection failed): the answer is moot.
             raise CoreClosed("participant was removed during negotiation")
+        if kind == "whip":
+            _register_keyframe_requests(meeting, participant)
         asyncio.get_running_loop().call_later(
             self.connect_timeout, self._check_connected, meeting, participant)
         log.info("core.participant.joined", meeting=meeting_id, participant=participant.id, kind=kind,
@@ -191,7 +194,8 @@ class ConferenceCore:
             if participant.audio is not None and "audio" in kinds:
                 pc.addTrack(participant.audio)
             if participant.video is not None and "video" in kinds:
-                pc.addTrack(participant.video)
+                sender = pc.addTrack(participant.video)
+                participant.video.force_keyframe = sender._send_keyframe
         try:
             answer = await pc.createAnswer()
         except Exception as exc:  # no common codec, no DTLS fingerprint...
@@ -225,3 +229,22 @@ class ConferenceCore:
             await participant.pc.close()
         except Exception:
             log.exception("core.participant.close_failed", meeting=meeting.id, participant=participant_id)
+
+
+def _register_keyframe_requests(meeting: Meeting, participant: Participant) -> None:
+    """Let the video switch ask this publisher for a keyframe: an RTCP PLI (RFC 4585 6.3.1) on
+    its video receiver, naming the SSRC it sends from (known once its first packet arrived).
+    aiortc has no public call for this; ``RTCRtpReceiver._send_rtcp_pli`` is what it uses itself
+    when its decoder fails."""
+    for transceiver in participant.pc.getTransceivers():
+        if transceiver.kind != "video":
+            continue
+        receiver = transceiver.receiver
+
+        def request(receiver: Any = receiver) -> None:
+            sources = receiver.getSynchronizationSources()
+            if sources:
+                asyncio.ensure_future(receiver._send_rtcp_pli(sources[0].source))
+
+        meeting.video.set_keyframe_requester(participant.id, request)
+        return

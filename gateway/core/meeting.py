@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import av
+import numpy as np
 import structlog
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -90,6 +91,8 @@ class Meeting:
         self._clock: asyncio.Task[None] | None = None
         self.ticks = 0
         self.late_ticks = 0
+        #: Publishers an operator muted: their FIFO is still drained, their block mixed as silence.
+        self.muted: set[str] = set()
         """Ticks skipped because the loop stalled for longer than ``CLOCK_RESYNC_SECONDS``."""
 
     # -- membership -------------------------------------------------------------------------------
@@ -114,6 +117,7 @@ class Meeting:
             if track is not None:
                 track.stop()
         self._fifos.pop(participant_id, None)
+        self.muted.discard(participant_id)
         self.energies.pop(participant_id, None)
         self.video.remove_source(participant_id)
         if not self.participants:
@@ -128,6 +132,16 @@ class Meeting:
         if self._clock is not None:
             self._clock.cancel()
             self._clock = None
+
+    def set_muted(self, participant_id: str, muted: bool) -> bool:
+        """Mute (or unmute) a WHIP publisher's contribution to every mix; False: no such publisher."""
+        participant = self.participants.get(participant_id)
+        if participant is None or participant.kind != "whip":
+            return False
+        (self.muted.add if muted else self.muted.discard)(participant_id)
+        log.info("core.participant.muted" if muted else "core.participant.unmuted",
+                 meeting=self.id, participant=participant_id)
+        return True
 
     # -- publishers' incoming media -----------------------------------------------------------------
 
@@ -203,6 +217,8 @@ class Meeting:
         """Take one block from every publisher, update energies, push each subscriber its N-1 mix."""
         self.ticks += 1
         blocks = {pid: fifo.read(BLOCK_SAMPLES) for pid, fifo in self._fifos.items()}
+        for pid in self.muted.intersection(blocks):
+            blocks[pid] = np.zeros_like(blocks[pid])
         for pid, block in blocks.items():
             self.energies[pid] = smooth(self.energies.get(pid, 0.0), block_energy(block))
         subscribers = [p for p in self.participants.values() if p.audio is not None]

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 import av
 import numpy as np
+import structlog
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from bridge.pacing import FramePacer, mono_s16_frame
 from gateway.core.mixer import BLOCK_SAMPLES, SAMPLE_RATE, SILENCE, TICK_SECONDS
 from gateway.core.speaker import SpeakerSelector
 from gateway.core.video import VideoSwitch
+
+log = structlog.get_logger("gateway.core.tracks")
 
 QUEUE_BLOCKS = 5
 """A subscriber queue holds at most 100 ms; older blocks are dropped so latency cannot grow."""
@@ -82,6 +86,12 @@ class SwitchedVideoTrack(MediaStreamTrack):
     second), which is what an aiortc sender tolerates. Frames carry the
     meeting-wide timestamps stamped by :class:`VideoSwitch`, so switching
     sources keeps pts monotonic.
+
+    At every switch (the first source included) the new source's first frame is encoded as a
+    keyframe -- ``force_keyframe`` is the subscriber's sender's request hook, set by the core
+    (aiortc's encoder makes an IDR when asked, ``H264Encoder._encode_frame``) -- so a viewer
+    never shows the new speaker as P-frames on top of the old one's picture; and the new source
+    itself is asked for a keyframe (:meth:`VideoSwitch.request_keyframe`).
     """
 
     kind = "video"
@@ -94,6 +104,11 @@ class SwitchedVideoTrack(MediaStreamTrack):
         self._exclude = exclude
         self._selector = SpeakerSelector(hold=hold)
         self._last_pts = -1
+        self._shown: str | None = None
+        #: Asks this subscriber's encoder for a keyframe (aiortc ``RTCRtpSender._send_keyframe``).
+        self.force_keyframe: Callable[[], None] | None = None
+        #: Source switches, the first source included.
+        self.switches = 0
 
     @property
     def source(self) -> str | None:
@@ -113,4 +128,17 @@ class SwitchedVideoTrack(MediaStreamTrack):
             if frame is None or frame.pts is None or frame.pts <= self._last_pts:
                 continue
             self._last_pts = frame.pts
+            if source != self._shown:
+                self._switched(source)
             return frame
+
+    def _switched(self, source: str) -> None:
+        """The frame about to be returned is the first of a new source: make it an IDR (the
+        sender reads its keyframe flag after ``recv`` returns) and ask the source for one."""
+        previous, self._shown = self._shown, source
+        self.switches += 1
+        if self.force_keyframe is not None:
+            self.force_keyframe()
+        asked = self._switch.request_keyframe(source)
+        log.info("core.video.switched", publisher=source, previous=previous, publisher_asked=asked,
+                 forced_keyframe=self.force_keyframe is not None)

@@ -3,13 +3,17 @@
 Frames are decoded by aiortc and re-encoded per subscriber (aiortc has no
 forwarding of encoded frames between peer connections), so only the newest
 frame matters: a subscriber whose encoder is slower simply skips frames.
+
+Each publisher may register a keyframe requester (an RTCP PLI on its receiver, see
+``gateway.core.conference``): when a subscriber's switch moves to a publisher, asking it for a
+fresh IDR makes the picture change cleanly even if its decoder state was damaged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fractions
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import av
 
@@ -39,11 +43,28 @@ class VideoSwitch:
         self._changed = asyncio.Event()
         self._origin: float | None = None
         self._last_pts = -1
+        self._keyframe_requesters: dict[str, Callable[[], None]] = {}
+        #: Keyframe requests sent to publishers because a subscriber switched to them.
+        self.keyframe_requests = 0
 
     def add_source(self, publisher: str) -> None:
         self._sources.setdefault(publisher, _Source())
 
+    def set_keyframe_requester(self, publisher: str, request: Callable[[], None]) -> None:
+        """How to ask ``publisher`` for a keyframe (e.g. an RTCP PLI on its receiver)."""
+        self._keyframe_requesters[publisher] = request
+
+    def request_keyframe(self, publisher: str) -> bool:
+        """Ask ``publisher`` for a keyframe; False when it registered no way to ask."""
+        request = self._keyframe_requesters.get(publisher)
+        if request is None:
+            return False
+        self.keyframe_requests += 1
+        request()
+        return True
+
     def remove_source(self, publisher: str) -> None:
+        self._keyframe_requesters.pop(publisher, None)
         source = self._sources.pop(publisher, None)
         if source is not None:
             source.arrived.set()  # wake waiters so they re-choose at once

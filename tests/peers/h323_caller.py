@@ -80,6 +80,8 @@ class CallerResult:
     error: str | None = None
     signalling_port: int | None = None
     h245_local_port: int | None = None
+    #: userInputIndication received from the gateway: ("signal"|"alphanumeric", key, duration).
+    user_input: list[tuple[str, str, int | None]] = field(default_factory=list)
     pcm: list[np.ndarray] = field(default_factory=list, repr=False)
 
     def recording(self) -> tuple[np.ndarray, int]:
@@ -269,6 +271,11 @@ class H323Caller:
                 if typed.media_channel is not None:
                     self.result.remote_rtp = (typed.media_channel.host, typed.media_channel.port)
                     self.result.codec = self.codec
+            elif isinstance(typed, h245.UserInputIndication):
+                if typed.signal is not None:
+                    self.result.user_input.append(("signal", typed.signal, typed.duration))
+                else:
+                    self.result.user_input.append(("alphanumeric", typed.alphanumeric or "", None))
             elif isinstance(typed, h245.EndSessionCommand):
                 if not self.ended:
                     self.ended = True

@@ -99,6 +99,9 @@ class Outcome:
         self.status_from_wire = False
         self.disconnected = False
         self.error: str | None = None
+        #: DTMF digits pjsua reported through ``onDtmfDigit`` (RFC 4733 or SIP INFO), in order.
+        self.dtmf_received = ""
+        self.dtmf_methods: list[str] = []
 
     def as_json(self, mode: str) -> str:
         duration = 0.0
@@ -120,6 +123,8 @@ class Outcome:
             "remote_rtp": self.remote_rtp,
             "record": self.record,
             "error": self.error,
+            "dtmf_received": self.dtmf_received,
+            "dtmf_methods": sorted(set(self.dtmf_methods)),
         })
 
 
@@ -206,6 +211,10 @@ class AgentCall(pj.Call):
             except pj.Error:
                 pass
             self.agent.stream_index[self.getId()] = index
+
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        self.outcome.dtmf_received += prm.digit
+        self.outcome.dtmf_methods.append("rfc4733" if prm.method == pj.PJSUA_DTMF_METHOD_RFC2833 else "info")
 
     def onStreamDestroyed(self, prm: pj.OnStreamDestroyedParam) -> None:
         # The stream still exists here; after it (e.g. when the peer hung up) its counters are gone.
@@ -372,6 +381,8 @@ class Agent:
         call = AgentCall(self, self.account, record=args.record)
         self.calls.append(call)
         op = pj.CallOpParam(True)
+        if args.no_sdp_offer:  # delayed offer: INVITE without SDP, our answer goes in the ACK
+            op.opt.flag |= pj.PJSUA_CALL_NO_SDP_OFFER
         call.makeCall(uri, op)
         deadline = time.monotonic() + args.timeout
         while not call.outcome.connected and not call.outcome.disconnected:
@@ -490,6 +501,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                            help="seconds before the first DTMF entry and between entries")
             s.add_argument("--dtmf-method", choices=("rfc4733", "info"), default="rfc4733",
                            help="send --dtmf as RFC 4733 events (default) or SIP INFO")
+            s.add_argument("--no-sdp-offer", action="store_true",
+                           help="delayed offer: INVITE without SDP (PJSUA_CALL_NO_SDP_OFFER)")
         if mode == "answer":
             s.add_argument("--answer-status", type=int, default=200)
             s.add_argument("--answer-warning", default=None,

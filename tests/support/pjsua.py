@@ -142,7 +142,8 @@ def run_pjsua_call(uri: str, *, codec: str | None = None, play_wav: Path | str |
                    tls_cert: Path | str | None = None, tls_key: Path | str | None = None,
                    dtmf: str | None = None, dtmf_pause: float | None = None,
                    dtmf_method: str = "rfc4733",
-                   session_expires: int | None = None) -> PjsuaResult:
+                   session_expires: int | None = None,
+                   delayed_offer: bool = False) -> PjsuaResult:
     """Place one call with a real pjsua and wait for it to end.
 
     ``codec`` (PCMU|PCMA|G722) is the only codec offered; ``play_wav`` is looped into the call;
@@ -154,7 +155,8 @@ def run_pjsua_call(uri: str, *, codec: str | None = None, play_wav: Path | str |
     ``log_file`` gets pjsua's own log.  ``dtmf`` ("1000#,1234#") is sent by RFC 4733 after
     connecting, each comma-separated entry ``dtmf_pause`` seconds after the previous one
     (``dtmf_method="info"``: by SIP INFO instead).  ``session_expires`` turns on RFC 4028
-    session timers (pjsua's ``timerUse`` always) with that interval.
+    session timers (pjsua's ``timerUse`` always) with that interval.  ``delayed_offer`` sends the
+    INVITE without SDP (RFC 3261 13.2.1): the offer comes in the 200 OK, pjsua answers in the ACK.
     ``port`` is the local SIP port (0: any); ``rtp_port`` the local RTP port (0: a random one
     in 40000-58000; see ``free_rtp_port`` when a test must know it, e.g. to capture it).
     """
@@ -172,6 +174,8 @@ def run_pjsua_call(uri: str, *, codec: str | None = None, play_wav: Path | str |
         cmd += ["--dtmf-method", dtmf_method]
     if session_expires:
         cmd += ["--session-expires", str(session_expires)]
+    if delayed_offer:
+        cmd += ["--no-sdp-offer"]
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout + seconds + 15)
     except subprocess.TimeoutExpired as exc:

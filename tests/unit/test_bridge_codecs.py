@@ -31,14 +31,15 @@ def round_trip(codec_name: str, signal: np.ndarray) -> tuple[np.ndarray, list[by
     return np.concatenate(out), payloads
 
 
-def test_registry_has_the_three_static_codecs() -> None:
+def test_registry_has_the_three_static_codecs_and_opus() -> None:
     assert {(c.name, c.payload_type, c.clock_rate, c.sample_rate) for c in AUDIO_CODECS.values()} == {
-        ("PCMU", 0, 8000, 8000), ("PCMA", 8, 8000, 8000), ("G722", 9, 8000, 16000)}
+        ("PCMU", 0, 8000, 8000), ("PCMA", 8, 8000, 8000), ("G722", 9, 8000, 16000),
+        ("OPUS", 111, 48000, 48000)}  # Opus: dynamic PT, 111 only a default (tests/unit/test_bridge_opus.py)
     assert G722.samples_per_frame == 320 and G722.timestamp_step == 160
     assert PCMU.samples_per_frame == 160 and PCMU.timestamp_step == 160
     assert codec_by_name("pcma") is PCMA
     with pytest.raises(KeyError, match="supported"):
-        codec_by_name("opus")
+        codec_by_name("G729")
 
 
 @pytest.mark.parametrize("name", ["PCMU", "PCMA"])

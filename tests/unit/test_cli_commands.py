@@ -49,7 +49,7 @@ def test_policy_check_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert out.out == ""
     assert out.err.splitlines() == [
         "policy.yaml:3:21: meetings.a.legacy_media: 'require-srpt' is not one of allow-plain, prefer-srtp, require-srtp",
-        "policy.yaml:4:25: meetings.b.colour: unknown key (expected one of: legacy_media, protocols, signaling, audio_codecs, video_codecs, video, max_participants, pin, pin_attempts, lobby, anonymous_names, allowed_networks, recording, profile)",
+        "policy.yaml:4:25: meetings.b.colour: unknown key (expected one of: legacy_media, protocols, signaling, audio_codecs, video_codecs, video, max_participants, pin, pin_attempts, lobby, anonymous_names, allowed_networks, recording, dtmf_relay, profile)",
     ]
 
 

@@ -35,7 +35,7 @@ def test_mix_track_returns_queued_blocks_then_silence_with_steady_pts() -> None:
     assert [f.pts for f in frames] == [0, 960, 1920]
     for frame in frames:
         assert (frame.format.name, frame.layout.name, frame.sample_rate, frame.samples) == (
-            "s16", "mono", SAMPLE_RATE, BLOCK_SAMPLES)
+            "s16", "stereo", SAMPLE_RATE, BLOCK_SAMPLES)  # L=R: see bridge.pacing.mono_s16_frame
         assert frame.time_base == frames[0].time_base and frame.time_base.denominator == SAMPLE_RATE
     levels = [int(f.to_ndarray().reshape(-1)[0]) for f in frames]
     assert levels == [100, 200, 0]
@@ -89,5 +89,42 @@ def test_switch_restamps_frames_and_never_offers_the_excluded_publisher() -> Non
         assert (await later).to_ndarray(format="rgb24")[0, 0, 0] == 50 and everyone.source == "b"
         everyone.stop()
         minus_a.stop()
+
+    run(scenario())
+
+
+def test_each_switch_forces_a_keyframe_and_asks_the_new_source_for_one() -> None:
+    """Speaker A, then B louder past the hold: the subscriber's encoder is asked for an IDR on
+    A's first frame and again on B's, and each new source gets one keyframe request."""
+    async def scenario() -> None:
+        energies = {"a": 0.5, "b": 0.0}
+        switch = VideoSwitch(energies)
+        asked: list[str] = []
+        for pid in ("a", "b"):
+            switch.add_source(pid)
+            switch.set_keyframe_requester(pid, lambda pid=pid: asked.append(pid))  # type: ignore[misc]
+        track = SwitchedVideoTrack(switch, exclude=None, hold=0.0)
+        forced: list[str | None] = []
+        track.force_keyframe = lambda: forced.append(track.source)
+
+        async def next_of(pid: str, value: int) -> av.VideoFrame:
+            pending = asyncio.ensure_future(track.recv())
+            await asyncio.sleep(0)
+            switch.deliver("a" if pid == "b" else "b", _frame(0))  # the other keeps sending too
+            switch.deliver(pid, _frame(value))
+            return await pending
+
+        switch.deliver("a", _frame(1))
+        switch.deliver("b", _frame(2))
+        await next_of("a", 10)
+        await next_of("a", 11)
+        assert (forced, asked) == (["a"], ["a"])
+        energies.update(a=0.0, b=0.9)  # B talks
+        frame = await next_of("b", 20)
+        assert frame.to_ndarray(format="rgb24")[0, 0, 0] == 20
+        assert (forced, asked, track.switches) == (["a", "b"], ["a", "b"], 2)
+        switch.remove_source("b")
+        assert not switch.request_keyframe("b")  # a gone source cannot be asked
+        track.stop()
 
     run(scenario())

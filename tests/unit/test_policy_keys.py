@@ -95,7 +95,7 @@ def test_unknown_profile_is_an_error_at_its_line() -> None:
     ("pin_attempts: 0", "pin_attempts"),
     ("audio_codecs: []", "at least one codec"),
     ("audio_codecs: [PCMU, PCMU]", "listed more than once"),
-    ("audio_codecs: [OPUS]", "audio_codecs"),
+    ("audio_codecs: [G729]", "audio_codecs"),
     ("video_codecs: [VP9]", "video_codecs"),
     ("allowed_networks: [10.0.0.1/8]", "host bits set"),
     ("allowed_networks: [nowhere]", "not a network in CIDR form"),

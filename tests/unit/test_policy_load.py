@@ -138,7 +138,7 @@ def test_real_boolean_is_reported_clearly() -> None:
 
 def test_unknown_key_reported_with_its_line() -> None:
     msgs = errors_of("version: 1\ndefaults:\n  legacy_media: allow-plain\n  protocol: [sip]\n")
-    assert msgs == ["policy.yaml:4:3: defaults.protocol: unknown key (expected one of: legacy_media, protocols, signaling, audio_codecs, video_codecs, video, max_participants, pin, pin_attempts, lobby, anonymous_names, allowed_networks, recording)"]
+    assert msgs == ["policy.yaml:4:3: defaults.protocol: unknown key (expected one of: legacy_media, protocols, signaling, audio_codecs, video_codecs, video, max_participants, pin, pin_attempts, lobby, anonymous_names, allowed_networks, recording, dtmf_relay)"]
     (top,) = errors_of("version: 1\nmeeting: {}\n")
     assert top.startswith("policy.yaml:2:1: meeting: unknown key (expected one of: version,")
 

@@ -48,7 +48,8 @@ def test_roster_lifecycle_drops_the_meeting_with_its_last_participant() -> None:
     assert snap["packets"] == {"received": 10, "sent": 7, "lost": 2, "dropped": 1}
     assert snap["packet_loss"] == pytest.approx(2 / 12, abs=1e-4)
     assert set(snap) == {"id", "pseudonym", "protocol", "transport", "codec", "encryption", "packets",
-                         "packet_loss"}
+                         "packet_loss", "jitter_ms", "rtt_ms", "muted"}
+    assert (snap["jitter_ms"], snap["rtt_ms"]) == (None, None)  # the fake leg reports neither
     gone = roster.remove("1000", a.id)
     assert gone is not None and gone.stats is None and gone.final_counters["packets_in"] == 10
     assert "1000" in roster

@@ -275,11 +275,7 @@ def test_refresh_rejected_ends_call_and_422_retries_larger() -> None:
     assert h.handler.ended == [(call, EndReason.SESSION_EXPIRED)]
 
 
-def test_no_timer_when_we_would_refresh_and_update_is_not_allowed() -> None:
-    h = Harness()
-    call, _, _, ok = confirmed(h, [("Session-Expires", "120")])
-    assert ok.headers.get("Session-Expires") is None and call.session_expires is None
-    assert h.advance(3600) == [] and h.handler.ended == []
+# A peer that does not allow UPDATE is refreshed by re-INVITE: tests/unit/test_sip_reinvite_client.py
 
 
 def test_glare_our_refresh_pending_and_peer_offers_is_491() -> None:

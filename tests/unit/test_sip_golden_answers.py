@@ -1,8 +1,9 @@
 """Golden SDP answers (RFC 3264 section 6) to real room-system offers and to the shapes of issue 3.
 
 Every INVITE/SDP in ``../shared/corpus/sip/roomsys/`` that carries an offer, plus the offers in
-``tests/golden/offers/``, is answered twice -- video off (today's gateway: every video line
-refused with port 0) and video on (:func:`sip.offer_answer.choose_video`, for the media issue)
+``tests/golden/offers/``, is answered twice -- video off (every video line
+refused with port 0, a meeting with ``video: false``) and video on
+(:func:`sip.offer_answer.choose_video`: H.264 passthrough, ``bridge.video_leg``)
 -- and compared line by line with ``tests/golden/<name>.<mode>.answer``.  Session id/version
 are fixed and SDES keys masked, so the goldens are stable.  Each golden was reviewed by hand
 against RFC 3264 6/6.1 (m-line count and order kept, refused lines with port 0, offerer's
@@ -84,7 +85,7 @@ def test_answer_keeps_mline_count_and_refuses_video_when_off(name: str) -> None:
         choice = offer_answer.choose_audio(offer)
     except offer_answer.OfferRejected:
         return
-    assert offer_answer.choose_video(offer) is None  # VIDEO_ENABLED is off by default
+    assert offer_answer.choose_video(offer, enabled=False) is None  # policy ``video: false``
     answer = offer_answer.build_answer(offer, choice, LOCAL_ADDRESS, AUDIO_PORT)
     assert len(answer.media) == len(offer.media)
     for o, a in zip(offer.media, answer.media):

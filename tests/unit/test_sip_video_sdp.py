@@ -23,16 +23,23 @@ H264_BOTH = ("m=video 4002 RTP/AVPF 97 96\r\na=rtpmap:97 H264/90000\r\n"
              "a=rtcp-fb:* ccm fir\r\na=rtcp-fb:96 trr-int 100\r\n")
 
 
-def test_flag_off_by_default_refuses_video_with_port_zero() -> None:
+def test_policy_video_off_refuses_video_with_port_zero() -> None:
     offer = _offer(H264_BOTH)
-    assert offer_answer.VIDEO_ENABLED is False
-    assert choose_video(offer) is None
+    assert choose_video(offer, enabled=False) is None
     answer = build_answer(offer, choose_audio(offer), "192.0.2.1", 20000)
     assert answer.media[1].port == 0 and answer.media[1].proto == "RTP/AVPF"
 
 
-def test_flag_on_module_switch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(offer_answer, "VIDEO_ENABLED", True)
+def test_module_switch_off_wins_over_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(offer_answer, "VIDEO_ENABLED", False)
+    assert choose_video(_offer(H264_BOTH), enabled=True) is None
+
+
+def test_passthrough_takes_h264_only_by_default() -> None:
+    """The bridge passes video through untranscoded: a VP8-only offer gets no video by default."""
+    vp8 = "m=video 4002 RTP/AVP 100\r\na=rtpmap:100 VP8/90000\r\n"
+    assert choose_video(_offer(vp8)) is None
+    assert choose_video(_offer(vp8), preferred=("H264", "VP8")) is not None
     assert choose_video(_offer(H264_BOTH)) is not None
 
 
@@ -54,7 +61,7 @@ def test_h264_prefers_packetization_mode_1_and_caps_limits() -> None:
 def test_h264_mode_2_only_is_not_taken_but_vp8_is() -> None:
     v = choose_video(_offer("m=video 4002 RTP/AVP 96 100\r\na=rtpmap:96 H264/90000\r\n"
                             "a=fmtp:96 packetization-mode=2\r\na=rtpmap:100 VP8/90000\r\n"
-                            "a=rtcp-fb:100 nack\r\n"), enabled=True)
+                            "a=rtcp-fb:100 nack\r\n"), preferred=("H264", "VP8"))
     assert v is not None and v.encoding == "VP8" and v.fmtp is None
     assert v.feedback == ()  # RTP/AVP has no RTCP feedback (RFC 4585 4.2)
 
@@ -68,7 +75,7 @@ def test_slides_line_is_never_the_main_video() -> None:
 
 def test_bandwidth_from_tias_and_as() -> None:
     v = choose_video(_offer("m=video 4002 RTP/AVP 100\r\nb=TIAS:512000\r\nb=AS:600\r\n"
-                            "a=rtpmap:100 VP8/90000\r\n"), enabled=True)
+                            "a=rtpmap:100 VP8/90000\r\n"), preferred=("VP8",))
     assert v is not None and v.bandwidth_kbps == 512
 
 
