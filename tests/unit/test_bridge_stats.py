@@ -72,13 +72,15 @@ def test_reordered_packets_are_not_dropped_duplicates_are_and_loss_is_rfc3550() 
 def test_rtcp_port_accepts_only_the_latched_ip() -> None:
     rx, c, _, got, _ = inbound()
     rr = bytes(ReceiverReport(42))
-    rx.receive_rtcp(rr, PEER_RTCP)
-    assert c.dropped_wrong_source == 1 and not got  # nothing latched yet: no reports taken
+    rx.receive_rtcp(rr, ("198.51.100.9", 40001))
+    assert c.dropped_wrong_source == 1 and not got  # before latching: a stranger's report is refused
+    rx.receive_rtcp(rr, PEER_RTCP)  # ...the SDP-named IP's is taken (peers report before our RTP)
+    assert c.rtcp_in == 1 and got == [rr] and rx.latched is None  # and RTCP never latches
     rx.receive(rtp(1), PEER)
     rx.receive_rtcp(rr, ("198.51.100.9", 40001))
     rx.receive_rtcp(b"\x00" * 8, PEER_RTCP)
     rx.receive_rtcp(rr, PEER_RTCP)
-    assert (c.dropped_wrong_source, c.dropped_bad_packet, c.rtcp_in) == (2, 1, 1) and got == [rr]
+    assert (c.dropped_wrong_source, c.dropped_bad_packet, c.rtcp_in) == (2, 1, 2) and got == [rr, rr]
 
 
 def test_srtcp_must_authenticate() -> None:
