@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chart", metavar="FILE.png", help="PNG of loss and latency against load (matplotlib)")
     parser.add_argument("--systems", default=",".join(media.DEFAULT_SYSTEMS),
                         help="comma-separated, from: " + ", ".join(media.SYSTEMS))
+    parser.add_argument("--passthrough", action="store_true",
+                        help="media: only " + ", ".join(media.PASSTHROUGH_SYSTEMS) + " (today's receive "
+                             "path vs the G.711 fast path, one run); micro: CPU per packet and per call "
+                             "of the transcoding path vs the fast path; calls: the gateway with media.passthrough: auto")
     parser.add_argument("--hold", type=float, help="calls: seconds each step is held (default 60)")
     parser.add_argument("--max-calls", type=int, help="calls: the ramp's ceiling (default 480)")
     parser.add_argument("--start-calls", type=int, help="calls: the ramp's first step (default 10)")
@@ -34,8 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.which == "micro":
         from bench import micro
 
-        figures = micro.measure(2_000 if args.quick else 20_000)
-        print(micro.table(figures))
+        if args.passthrough:
+            figures = micro.measure_paths(500 if args.quick else 5_000)
+            print(micro.table(figures))
+            print(micro.path_summary(figures))
+        else:
+            figures = micro.measure(2_000 if args.quick else 20_000)
+            print(micro.table(figures))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"benchmark": "micro", "machine": media.machine(), "us_per_packet": figures}, f, indent=1)
@@ -45,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = media.Settings.quick() if args.quick else media.Settings()
     if args.repeat is not None:
         settings = dataclasses.replace(settings, repeat=args.repeat)
-    systems = [s for s in args.systems.split(",") if s]
+    systems = list(media.PASSTHROUGH_SYSTEMS) if args.passthrough else [s for s in args.systems.split(",") if s]
     unknown = [s for s in systems if s not in media.SYSTEMS]
     if unknown:
         parser.error(f"unknown systems: {', '.join(unknown)}")
@@ -68,7 +77,7 @@ def _calls_or_setup(args: argparse.Namespace) -> int:
     log = lambda line: print(line, file=sys.stderr, flush=True)
     if args.which == "calls":
         result = calls.run(calls.settings_from(args.quick, args.repeat, args.hold, args.max_calls,
-                                               args.start_calls), log=log)
+                                               args.start_calls, passthrough=args.passthrough), log=log)
         print(calls.table(result))
         plot = callchart.plot_calls
     else:

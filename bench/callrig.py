@@ -84,8 +84,9 @@ class Rig:
 
 
 def start_rig(*, media_ports: int = 1000, log_level: str = "info",
-              workdir: Path | None = None) -> Rig:
-    """Start the core process, then the gateway pointed at it; both on 127.0.0.1."""
+              workdir: Path | None = None, passthrough: bool = False) -> Rig:
+    """Start the core process, then the gateway pointed at it; both on 127.0.0.1 (``passthrough``:
+    the gateway runs with ``media.passthrough: auto``)."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="roomgate-bench-calls-"))
     core_log = open(workdir / "core.stderr.log", "w")  # noqa: SIM115 - the child keeps it
     core = subprocess.Popen(
@@ -104,7 +105,8 @@ def start_rig(*, media_ports: int = 1000, log_level: str = "info",
         gateway = start_gateway(
             workdir / "gateway", log_level=log_level,
             config={"core": {"url": core_url},
-                    "media": {"ports": f"{media.low}-{media.high}"}})
+                    "media": {"ports": f"{media.low}-{media.high}",
+                              "passthrough": "auto" if passthrough else "off"}})
     except BaseException:
         core.kill()
         media.release()

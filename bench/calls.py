@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from bench.callmedia import measure, percentile
+from bench.callreport import cell, machine_line, run_repetitions, spread
 from bench.callrig import (
     Caller,
     Rig,
@@ -43,14 +43,21 @@ from bench.callrig import (
     hang_up,
     place_call,
     rss_kib,
-    start_rig,
 )
 from bench.rtpload import cpu_seconds
 
-SAME_PATH_NOTE = ("(a) G.711 and (b) G.711 <-> Opus are the same path today: bridge/webrtc_leg.py "
-                  "decodes every call and aiortc encodes Opus toward the core; there is no G.711 "
-                  "passthrough to measure apart")
-PATH_LABEL = "G.711 -> gateway decode -> Opus -> core mix -> Opus -> gateway -> G.711"
+TRANSCODE_PATH = "G.711 -> gateway decode -> Opus -> core mix -> Opus -> gateway -> G.711"
+PASSTHROUGH_PATH = "G.711 -> gateway relay (SRTP) -> core mix (G.711) -> gateway relay -> G.711"
+PATH_NOTE = ("(a) G.711 passthrough is `--passthrough` (the gateway runs with media.passthrough: auto, "
+             "bridge/fastpath.py relays packets undecoded); (b) G.711 <-> Opus transcoding is the "
+             "default path (media.passthrough: off). The core decodes and mixes in both")
+
+
+def path_label(passthrough: bool) -> str:
+    """What a call's audio crosses in this run."""
+    return PASSTHROUGH_PATH if passthrough else TRANSCODE_PATH
+
+
 TONES = (700.0, 1100.0)
 
 
@@ -70,6 +77,8 @@ class Settings:
     loss_bound: float = 0.001
     added_p99_bound_ms: float = 20.0
     media_ports: int = 1000
+    #: Run the gateway with ``media.passthrough: auto`` (the G.711 fast path).
+    passthrough: bool = False
 
     @classmethod
     def quick(cls) -> Settings:
@@ -223,19 +232,14 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
 }
 
 
-def _spread(values: list[float]) -> dict[str, float] | None:
-    return ({"median": statistics.median(values), "min": min(values), "max": max(values)}
-            if values else None)
-
-
 def aggregate(reps: list[dict[str, Any]]) -> dict[str, Any]:
     """Median [min-max] over repetitions of the largest N held and the figures at it."""
-    agg: dict[str, Any] = {"max_calls": _spread([r["max_calls"] for r in reps]),
+    agg: dict[str, Any] = {"max_calls": spread([r["max_calls"] for r in reps]),
                            "at_ceiling": any(r["at_ceiling"] for r in reps)}
     at_max = [s for s in (_at_max(r) for r in reps) if s is not None]
     for name, get in FIGURES.items():
-        agg[name] = _spread([v for v in (get(s) for s in at_max) if v is not None])
-    agg["baseline_latency_ms"] = _spread([r["baseline_latency_ms"] for r in reps
+        agg[name] = spread([v for v in (get(s) for s in at_max) if v is not None])
+    agg["baseline_latency_ms"] = spread([r["baseline_latency_ms"] for r in reps
                                           if r["baseline_latency_ms"] is not None])
     return agg
 
@@ -245,39 +249,18 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict[str, Any
     from bench.media import machine
 
     result: dict[str, Any] = {"benchmark": "calls", "machine": machine(), "settings": asdict(settings),
-                              "path": PATH_LABEL, "note": SAME_PATH_NOTE, "reps": []}
-    t0 = time.monotonic()
-    for i in range(settings.repeat):
-        log(f"calls: repetition {i + 1}/{settings.repeat}")
-        rig = start_rig(media_ports=settings.media_ports)
-        try:
-            rep = asyncio.run(ramp(rig, settings, log))
-            rep["logs"] = str(rig.workdir)  # the gateway's and the core's logs of this run
-            result["reps"].append(rep)
-        finally:
-            rig.stop()
-    result.update(aggregate(result["reps"]))
-    result["elapsed_s"] = round(time.monotonic() - t0, 1)
-    result["machine"]["loadavg_end"] = os.getloadavg()
-    return result
+                              "path": path_label(settings.passthrough), "note": PATH_NOTE, "reps": []}
+    return run_repetitions(result, settings, ramp, aggregate, log, label="calls")
 
 
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}"
 
 
-def _cell(v: dict[str, float] | None, digits: int = 1) -> str:
-    if not v:
-        return "-"
-    if v["min"] == v["max"]:
-        return f"{v['median']:.{digits}f}"
-    return f"{v['median']:.{digits}f} [{v['min']:.{digits}f}-{v['max']:.{digits}f}]"
-
-
 def table(result: dict[str, Any]) -> str:
     """The figures as a Markdown table, with what limited each repetition."""
     s = result["settings"]
-    held = _cell(result["max_calls"], 0)
+    held = cell(result["max_calls"], 0)
     if result.get("at_ceiling"):
         held = ">= " + held + " (ramp ceiling)"
     rows = [
@@ -285,18 +268,17 @@ def table(result: dict[str, Any]) -> str:
         f"{s['added_p99_bound_ms']:g} ms) | loss % | latency p50 / p99 ms | p99 added ms "
         "| CPU % of a core per call: gateway / core | RSS MiB per call: gateway / core |"),
         "| --- | --- | --- | --- | --- | --- | --- |",
-        (f"| {PATH_LABEL} | {held} | {_cell(result['loss_pct'], 3)} "
-        f"| {_cell(result['latency_p50_ms'], 0)} / {_cell(result['latency_p99_ms'], 0)} "
-        f"| {_cell(result['added_p99_ms'])} "
-        f"| {_cell(result['cpu_pct_per_call_gateway'], 2)} / {_cell(result['cpu_pct_per_call_core'], 2)} "
-        f"| {_cell(result['rss_mib_per_call_gateway'], 2)} / {_cell(result['rss_mib_per_call_core'], 2)} |"),
+        (f"| {result['path']} | {held} | {cell(result['loss_pct'], 3)} "
+        f"| {cell(result['latency_p50_ms'], 0)} / {cell(result['latency_p99_ms'], 0)} "
+        f"| {cell(result['added_p99_ms'])} "
+        f"| {cell(result['cpu_pct_per_call_gateway'], 2)} / {cell(result['cpu_pct_per_call_core'], 2)} "
+        f"| {cell(result['rss_mib_per_call_gateway'], 2)} / {cell(result['rss_mib_per_call_core'], 2)} |"),
     ]
     m = result["machine"]
     head = (f"calls: two-way G.711 calls, two per meeting, core in its own process; "
             f"median [min-max] of {s['repeat']} run(s); idle path latency "
-            f"{_cell(result['baseline_latency_ms'], 0)} ms\n"
-            f"machine: {m['nproc']} x {m['cpu_model']}, Linux {m['kernel']}; "
-            + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + "\n")
+            f"{cell(result['baseline_latency_ms'], 0)} ms\n"
+            + machine_line(m))
     steps = ["", ("| run | calls | loss % | bursts missed % | latency p50 / p99 ms | added p99 ms "
              "| per-call floor ms | CPU %/call gw / core | callers CPU % | load | result |"),
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -309,7 +291,7 @@ def table(result: dict[str, Any]) -> str:
                 f"{_ms(st['call_floor_ms_max'])} | {st['cpu_pct_per_call']['gateway']} / "
                 f"{st['cpu_pct_per_call']['core']} | {st['callers_cpu_pct']} | {st['loadavg']:.1f} "
                 f"| {'ok' if st['passed'] else 'failed'} |")
-    notes = [f"- {SAME_PATH_NOTE}"]
+    notes = [f"- {PATH_NOTE}"]
     for i, rep in enumerate(result["reps"]):
         failed = next((st for st in rep["steps"] if not st["passed"]), None)
         if failed:
@@ -322,7 +304,8 @@ def table(result: dict[str, Any]) -> str:
 
 
 def settings_from(quick: bool, repeat: int | None, hold: float | None = None,
-                  max_calls: int | None = None, start_calls: int | None = None) -> Settings:
+                  max_calls: int | None = None, start_calls: int | None = None,
+                  passthrough: bool = False) -> Settings:
     """Settings for the command line: defaults or quick, with overrides."""
     settings = Settings.quick() if quick else Settings()
     overrides: dict[str, Any] = {}
@@ -335,4 +318,4 @@ def settings_from(quick: bool, repeat: int | None, hold: float | None = None,
         overrides["media_ports"] = max(settings.media_ports, 2 * max_calls + 20)
     if start_calls is not None:
         overrides["start_calls"] = start_calls
-    return replace(settings, **overrides)
+    return replace(settings, passthrough=passthrough, **overrides)

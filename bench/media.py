@@ -45,6 +45,8 @@ from bench.rtpload import (
 BRIDGE_NOTE = ("bridge passthrough: adapter in bench/ around bridge.legacy_leg.RtpInbound "
                "(no passthrough path in bridge/ yet)")
 FASTPATH_NOTE = "prototype in bench/relays.py, not yet in bridge/"
+BRIDGE_FASTPATH_NOTE = ("bridge.fastpath.LegacyToCore behind RtpInbound; aiortc's DTLS transport "
+                        "stood in by protect + sendto in a coroutine, as aiortc's _send_rtp does")
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,13 @@ SYSTEMS: dict[str, SystemSpec] = {s.name: s for s in (
                FASTPATH_NOTE),
     SystemSpec("fastpath-uvloop", "fast path prototype, uvloop", "python", "fastpath", "uvloop",
                FASTPATH_NOTE),
+    SystemSpec("bridge-fastpath-asyncio", "bridge.fastpath relay (media.passthrough), asyncio", "python",
+               "bridge-fastpath", "asyncio", BRIDGE_FASTPATH_NOTE),
     SystemSpec("loopback", "no relay: generator -> sink (harness baseline)", "loopback"),
 )}
+#: ``python -m bench media --passthrough``: today's bridge receive path against the shipped
+#: fast path (and the bench prototype), measured in one run so the ratio is fair.
+PASSTHROUGH_SYSTEMS = ("bridge-asyncio", "bridge-fastpath-asyncio", "fastpath-asyncio")
 DEFAULT_SYSTEMS = tuple(SYSTEMS)
 
 

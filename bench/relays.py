@@ -13,8 +13,11 @@ Paths:
 ``bridge``
     Today's gateway receive path: ``bridge.legacy_leg.RtpInbound`` (source latching,
     ``RtpPacket.parse``, payload-type and sequence checks, counters) with a passthrough
-    "decoder" instead of G.711 decode, then header rewrite, protect, send. bridge/ has
-    no passthrough path yet: this adapter is the closest honest measure of it.
+    "decoder" instead of G.711 decode, then header rewrite, protect, send (the adapter that
+    measured the receive path before ``bridge.fastpath`` existed).
+``bridge-fastpath``
+    The shipped fast path (``bridge.fastpath``, ``media.passthrough: auto``) toward the core:
+    ``RtpInbound`` then ``LegacyToCore``, protect and send as aiortc's ``_send_rtp`` does.
 ``fastpath``
     A prototype (here in bench/, not yet in bridge/) of the lean passthrough a bridge
     leg could use: the same checks inline on the raw bytes (no dataclass, no payload
@@ -138,8 +141,56 @@ class BridgeRelay(asyncio.DatagramProtocol):
         self.sendto(self.protect(bytes(buf)), self.sink)  # type: ignore[misc]
 
 
+class _SrtpSendingTransport:
+    """Stands in for aiortc's ``RTCDtlsTransport`` under the fast path's WHIP sender: its
+    ``_send_rtp`` coroutine protects and sends, as aiortc's does with its DTLS-keyed session."""
+
+    def __init__(self, protect: Callable[[bytes], bytes], sink: Address) -> None:
+        self.protect = protect
+        self.sink = sink
+        self.sendto: Callable[[bytes, Address], None] | None = None
+
+    async def _send_rtp(self, data: bytes) -> None:
+        self.sendto(self.protect(data), self.sink)  # type: ignore[misc]
+
+
+class _Sender:
+    """Stands in for aiortc's ``RTCRtpSender``: its SSRC (set at the first packet: the sink
+    expects ``in ^ SSRC_XOR``, as for the other rewriting paths) and its DTLS transport."""
+
+    def __init__(self, transport: _SrtpSendingTransport) -> None:
+        self._ssrc: int | None = None
+        self.transport = transport
+
+
+class BridgeFastPathRelay(asyncio.DatagramProtocol):
+    """The shipped fast path toward the core (``bridge.fastpath``, ``media.passthrough: auto``):
+    ``RtpInbound`` accepts the packet and hands it to :class:`bridge.fastpath.LegacyToCore`,
+    which rewrites it and schedules the sender transport's ``_send_rtp`` (protect + send)."""
+
+    def __init__(self, session: Session, sink: Address) -> None:
+        from bridge.fastpath import LegacyToCore
+        from bridge.legacy_leg import LegCounters, RtpInbound
+
+        self._transport = _SrtpSendingTransport(session.protect, sink)
+        self.inbound = RtpInbound(remote_address="127.0.0.1", payload_type=0,
+                                  decoder=_PassthroughDecoder(),  # type: ignore[arg-type]
+                                  counters=LegCounters())
+        self._sender = _Sender(self._transport)
+        self.inbound.on_passthrough = LegacyToCore(self._sender, payload_type=0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport.sendto = transport.sendto  # type: ignore[attr-defined]
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        if self._sender._ssrc is None and len(data) >= 12:
+            self._sender._ssrc = int.from_bytes(data[8:12], "big") ^ SSRC_XOR
+        self.inbound.receive(data, addr)
+
+
 PATHS: dict[str, Callable[[Session, Address], asyncio.DatagramProtocol]] = {
     "floor": FloorRelay, "fastpath": FastPathRelay, "bridge": BridgeRelay,
+    "bridge-fastpath": BridgeFastPathRelay,
 }
 
 

@@ -20,16 +20,14 @@ of its cycles failed, and the ramp stops at the first rate that does not.
 from __future__ import annotations
 
 import asyncio
-import os
-import statistics
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from bench.callmedia import percentile
-from bench.callrig import Rig, SourcePool, hang_up, place_call, start_rig
+from bench.callreport import cell, machine_line, run_repetitions, spread
+from bench.callrig import Rig, SourcePool, hang_up, place_call
 from bench.rtpload import cpu_seconds
 
 
@@ -48,6 +46,8 @@ class Settings:
     setup_timeout: float = 5.0
     failure_bound: float = 0.01
     media_ports: int = 1000
+    #: Call setup always measures the default (transcoding) path.
+    passthrough: bool = False
 
     @classmethod
     def quick(cls) -> Settings:
@@ -124,22 +124,17 @@ async def ramp(rig: Rig, settings: Settings, log: Callable[[str], None]) -> dict
     return rep
 
 
-def _spread(values: list[float]) -> dict[str, float] | None:
-    return ({"median": statistics.median(values), "min": min(values), "max": max(values)}
-            if values else None)
-
-
 def aggregate(reps: list[dict[str, Any]]) -> dict[str, Any]:
     """Median [min-max] of the highest passing rate and of the figures at it."""
     at_max = [next((s for s in r["rates"] if s["offered_cps"] == r["max_cps"]), None) for r in reps]
     found = [s for s in at_max if s is not None]
     return {
-        "max_cps": _spread([r["max_cps"] for r in reps]),
+        "max_cps": spread([r["max_cps"] for r in reps]),
         "at_ceiling": any(r["at_ceiling"] for r in reps),
-        "setup_ms_p50": _spread([s["setup_ms_p50"] for s in found if s["setup_ms_p50"] is not None]),
-        "setup_ms_p99": _spread([s["setup_ms_p99"] for s in found if s["setup_ms_p99"] is not None]),
-        "cpu_ms_per_cycle_gateway": _spread([s["cpu_ms_per_cycle"]["gateway"] for s in found]),
-        "cpu_ms_per_cycle_core": _spread([s["cpu_ms_per_cycle"]["core"] for s in found]),
+        "setup_ms_p50": spread([s["setup_ms_p50"] for s in found if s["setup_ms_p50"] is not None]),
+        "setup_ms_p99": spread([s["setup_ms_p99"] for s in found if s["setup_ms_p99"] is not None]),
+        "cpu_ms_per_cycle_gateway": spread([s["cpu_ms_per_cycle"]["gateway"] for s in found]),
+        "cpu_ms_per_cycle_core": spread([s["cpu_ms_per_cycle"]["core"] for s in found]),
     }
 
 
@@ -149,34 +144,13 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict[str, Any
 
     result: dict[str, Any] = {"benchmark": "call-setup", "machine": machine(),
                               "settings": asdict(settings), "reps": []}
-    t0 = time.monotonic()
-    for i in range(settings.repeat):
-        log(f"call setup: repetition {i + 1}/{settings.repeat}")
-        rig = start_rig(media_ports=settings.media_ports)
-        try:
-            rep = asyncio.run(ramp(rig, settings, log))
-            rep["logs"] = str(rig.workdir)  # the gateway's and the core's logs of this run
-            result["reps"].append(rep)
-        finally:
-            rig.stop()
-    result.update(aggregate(result["reps"]))
-    result["elapsed_s"] = round(time.monotonic() - t0, 1)
-    result["machine"]["loadavg_end"] = os.getloadavg()
-    return result
-
-
-def _cell(v: dict[str, float] | None, digits: int = 1) -> str:
-    if not v:
-        return "-"
-    if v["min"] == v["max"]:
-        return f"{v['median']:.{digits}f}"
-    return f"{v['median']:.{digits}f} [{v['min']:.{digits}f}-{v['max']:.{digits}f}]"
+    return run_repetitions(result, settings, ramp, aggregate, log, label="call setup")
 
 
 def table(result: dict[str, Any]) -> str:
     """The figures as a Markdown table, then every offered rate of every run."""
     s = result["settings"]
-    best = _cell(result["max_cps"], 1)
+    best = cell(result["max_cps"], 1)
     if result.get("at_ceiling"):
         best = ">= " + best + " (ramp ceiling)"
     rows = [
@@ -185,8 +159,8 @@ def table(result: dict[str, Any]) -> str:
          "| CPU ms per cycle: gateway / core |"),
         "| --- | --- | --- | --- |",
         (f"| INVITE -> 200 (WebRTC leg joined) -> ACK -> {s['media_s']:g} s G.711 -> BYE | {best} "
-         f"| {_cell(result['setup_ms_p50'], 0)} / {_cell(result['setup_ms_p99'], 0)} "
-         f"| {_cell(result['cpu_ms_per_cycle_gateway'], 0)} / {_cell(result['cpu_ms_per_cycle_core'], 0)} |"),
+         f"| {cell(result['setup_ms_p50'], 0)} / {cell(result['setup_ms_p99'], 0)} "
+         f"| {cell(result['cpu_ms_per_cycle_gateway'], 0)} / {cell(result['cpu_ms_per_cycle_core'], 0)} |"),
         "",
         "| run | offered cycles/s | ok / cycles | completed cycles/s | setup ms p50 / p99 | failures |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -201,8 +175,7 @@ def table(result: dict[str, Any]) -> str:
     m = result["machine"]
     head = (f"call setup: {s['duration']:g} s per offered rate, one meeting per cycle, core in its own "
             f"process; median [min-max] of {s['repeat']} run(s)\n"
-            f"machine: {m['nproc']} x {m['cpu_model']}, Linux {m['kernel']}; "
-            + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + "\n")
+            + machine_line(m))
     return head + "\n".join(rows)
 
 

@@ -29,6 +29,8 @@ from typing import Any, Literal, Protocol
 import av
 import numpy as np
 
+from bridge.backlog import BacklogDrain
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
@@ -154,11 +156,31 @@ class G722Encoder:
     def encode(self, pcm: np.ndarray) -> bytes:
         scaled = np.asarray(pcm, dtype=np.int16) >> G722_LEVEL_SHIFT  # see G722_LEVEL_SHIFT
         samples = np.ascontiguousarray(scaled, dtype=np.int16).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate = 16000
-        frame.pts = self._pts
-        self._pts += samples.shape[1]
-        return b"".join(bytes(p) for p in self._ctx.encode(frame))
+        pts, self._pts = self._pts, self._pts + samples.shape[1]
+        return _encode_frame(self._ctx, samples, 16000, pts)
+
+
+def _encode_frame(ctx: Any, samples: np.ndarray, rate: int, pts: int) -> bytes:
+    """One s16 mono frame (``samples`` shaped ``(1, n)``) at ``pts`` through a PyAV encoder
+    context: the packet(s) it gives, joined (empty while the encoder is still filling up)."""
+    frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+    frame.sample_rate = rate
+    frame.pts = pts
+    return b"".join(bytes(p) for p in ctx.encode(frame))
+
+
+def _decode_packet(ctx: Any, payload: bytes, name: str) -> np.ndarray:
+    """The int16 samples one RTP payload decodes to through a PyAV decoder context (none for an
+    empty payload); :class:`CodecError` naming ``name`` when FFmpeg cannot decode it."""
+    if not payload:
+        return silence(0)
+    try:
+        frames = ctx.decode(av.Packet(payload))
+    except av.error.FFmpegError as exc:  # type: ignore[attr-defined]
+        raise CodecError(f"{name} payload of {len(payload)} bytes could not be decoded: {exc}") from exc
+    if not frames:
+        return silence(0)
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int16, copy=False)
 
 
 class G722Decoder:
@@ -168,16 +190,10 @@ class G722Decoder:
         self._ctx = _g722_context("r")
 
     def decode(self, payload: bytes) -> np.ndarray:
-        if not payload:
-            return silence(0)
-        try:
-            frames = self._ctx.decode(av.Packet(payload))
-        except av.error.FFmpegError as exc:  # type: ignore[attr-defined]
-            raise CodecError(f"G.722 payload of {len(payload)} bytes could not be decoded: {exc}") from exc
-        if not frames:
-            return silence(0)
-        pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int32)
-        return np.clip(pcm << G722_LEVEL_SHIFT, -32768, 32767).astype(np.int16)
+        pcm = _decode_packet(self._ctx, payload, "G.722")
+        if not pcm.size:
+            return pcm
+        return np.clip(pcm.astype(np.int32) << G722_LEVEL_SHIFT, -32768, 32767).astype(np.int16)
 
 
 # -- Opus -----------------------------------------------------------------------------
@@ -216,11 +232,8 @@ class OpusEncoder:
         if samples.shape[1] != OPUS_RATE * FRAME_MS // 1000:
             raise CodecError(f"Opus frames are {FRAME_MS} ms: got {samples.shape[1]} samples, "
                              f"want {OPUS_RATE * FRAME_MS // 1000}")
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate = OPUS_RATE
-        frame.pts = self._pts
-        self._pts += samples.shape[1]
-        return b"".join(bytes(p) for p in self._ctx.encode(frame))
+        pts, self._pts = self._pts, self._pts + samples.shape[1]
+        return _encode_frame(self._ctx, samples, OPUS_RATE, pts)
 
 
 class OpusDecoder:
@@ -236,15 +249,7 @@ class OpusDecoder:
         self._ctx = _opus_context("r")
 
     def decode(self, payload: bytes) -> np.ndarray:
-        if not payload:
-            return silence(0)
-        try:
-            frames = self._ctx.decode(av.Packet(payload))
-        except av.error.FFmpegError as exc:  # type: ignore[attr-defined]
-            raise CodecError(f"Opus payload of {len(payload)} bytes could not be decoded: {exc}") from exc
-        if not frames:
-            return silence(0)
-        return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int16, copy=False)
+        return _decode_packet(self._ctx, payload, "Opus")
 
 
 PCMU = AudioCodec("PCMU", 0, 8000, 8000, lambda: G711Encoder(_ULAW_ENC), lambda: G711Decoder(_ULAW_DEC))
@@ -301,16 +306,28 @@ def downmix(frame_array: np.ndarray, channels: int, planar: bool) -> np.ndarray:
 
 
 class PcmFifo:
-    """A bounded FIFO of int16 samples between two clocks: when it grows past ``max_samples`` the
-    oldest samples go, so a faster producer can never make the delay grow without bound."""
+    """A bounded FIFO of int16 samples between two clocks.
 
-    def __init__(self, max_samples: int) -> None:
+    Two bounds: past ``max_samples`` the oldest samples go at once (a hard cap, so a faster
+    producer can never make the delay grow without bound), and with ``target_samples`` set a
+    :class:`~bridge.backlog.BacklogDrain` sheds whatever has stood above that target for a
+    whole window of pops, so the backlog a stall leaves behind drains instead of staying as
+    delay up to the cap for the rest of the call."""
+
+    def __init__(self, max_samples: int, target_samples: int | None = None, *, name: str = "pcm") -> None:
         self.max_samples = max_samples
         self._buf = silence(0)
         self.dropped_samples = 0
+        """Samples discarded by the cap or by backlog shedding."""
+        self._drain = None if target_samples is None else BacklogDrain(target_samples, queue=name)
 
     def __len__(self) -> int:
         return int(self._buf.size)
+
+    @property
+    def shed_samples(self) -> int:
+        """Samples dropped by backlog shedding (part of ``dropped_samples``)."""
+        return 0 if self._drain is None else self._drain.shed
 
     def push(self, pcm: np.ndarray) -> None:
         buf = np.concatenate((self._buf, np.asarray(pcm, dtype=np.int16).reshape(-1)))
@@ -321,11 +338,22 @@ class PcmFifo:
         self._buf = buf
 
     def pop(self, n: int) -> np.ndarray | None:
-        """Exactly ``n`` samples, or None (and nothing consumed) if fewer are queued."""
+        """Exactly ``n`` samples, or None (and nothing consumed) if fewer are queued.
+
+        Every call is one read of the consumer's clock for the backlog drain, underruns included.
+        """
         if self._buf.size < n:
-            return None
-        out, self._buf = self._buf[:n], self._buf[n:]
+            out = None
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        if self._drain is not None:
+            shed = self._drain.after_read(int(self._buf.size))
+            if shed:
+                self.dropped_samples += shed
+                self._buf = self._buf[shed:]
         return out
 
     def clear(self) -> None:
         self._buf = silence(0)
+        if self._drain is not None:
+            self._drain.reset()

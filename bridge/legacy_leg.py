@@ -34,7 +34,6 @@ reads the peer's reports (RTT, its view of our stream); inbound RTCP is latched 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import random
 import time
 from collections.abc import Callable
@@ -54,6 +53,7 @@ from bridge.codecs import (
 )
 from bridge.dtmf_sender import DEFAULT_DURATION_MS, DtmfError, DtmfSender
 from bridge.jitter import Concealer, JitterBuffer
+from bridge.latch import Address, SourceLatch
 from bridge.ports import PortLease
 from bridge.rtcp import RawRtcp, ReceiverStatistics, RtcpError
 from bridge.rtcp_reporter import RtcpReporter, SenderSnapshot
@@ -61,8 +61,6 @@ from bridge.rtp import DtmfReceiver, RtpError, RtpPacket, looks_like_rtcp, seq_n
 from bridge.srtp import SdesSrtp, SrtpDropped
 
 log = structlog.get_logger("bridge.legacy_leg")
-
-Address = tuple[Any, ...]
 
 #: How much PCM the outbound FIFO may hold before the oldest goes (delay never grows past this).
 OUTBOUND_MAX_MS = 200
@@ -108,17 +106,6 @@ class LegCounters:
         return d
 
 
-def _normalise_ip(address: str) -> str:
-    return str(ipaddress.ip_address(address))
-
-
-def _same_ip(address: str, expected: str) -> bool:
-    try:
-        return _normalise_ip(address) == expected
-    except ValueError:
-        return False
-
-
 class RtpInbound:
     """Receive side of the leg, sans-IO: ``receive(data, addr)`` returns decoded PCM or None.
 
@@ -142,14 +129,13 @@ class RtpInbound:
         clock: Callable[[], float] = time.monotonic,
         on_rtcp: Callable[[bytes], None] | None = None,
     ) -> None:
-        self.expected_ip = _normalise_ip(remote_address)
         self.srtp = srtp
-        #: Whether the first accepted packet may come from any IP (default: with SRTP only,
-        #: where acceptance means it authenticated, RFC 3711 3.3).
-        self.latch_any_source = srtp is not None if latch_any_source is None else latch_any_source
+        #: Source latching (:mod:`bridge.latch`); the first accepted packet may come from any IP
+        #: with SRTP only by default (acceptance means it authenticated, RFC 3711 3.3).
+        self.source = SourceLatch(remote_address, leg="legacy",
+                                  any_source=srtp is not None if latch_any_source is None else latch_any_source)
         self.payload_type = payload_type
         self.telephone_event_pt = telephone_event_pt
-        self.latched: Address | None = None
         self.counters = counters
         self._decoder = decoder
         self._dtmf = DtmfReceiver(on_dtmf)
@@ -170,6 +156,9 @@ class RtpInbound:
         #: its RTP port -- where our reports go back to.
         self.rtcp_source: Address | None = None
         self.rtcp_muxed = False
+        #: Set by the fast path (:mod:`bridge.fastpath`): accepted audio packets go here,
+        #: bypassing the jitter buffer and decoder.
+        self.on_passthrough: Callable[[RtpPacket], None] | None = None
 
     @property
     def on_dtmf(self) -> Callable[[str], None] | None:
@@ -186,15 +175,18 @@ class RtpInbound:
     def _srtp_drop(self, exc: SrtpDropped) -> None:
         self._drop({"auth": "srtp_auth", "replay": "srtp_replay"}.get(exc.reason, "bad_packet"))
 
-    def _source_ok(self, addr: Address) -> bool:
-        if self.latched is not None:
-            return addr[0] == self.latched[0] and addr[1] == self.latched[1]
-        if self.latch_any_source:
-            return True
-        try:
-            return _normalise_ip(addr[0]) == self.expected_ip
-        except ValueError:
-            return False
+    @property
+    def latched(self) -> Address | None:
+        """The peer's address once latched (:attr:`bridge.latch.SourceLatch.latched`)."""
+        return self.source.latched
+
+    @latched.setter
+    def latched(self, addr: Address | None) -> None:
+        self.source.latched = addr
+
+    @property
+    def latch_any_source(self) -> bool:
+        return self.source.any_source
 
     @property
     def clock_rate(self) -> int:
@@ -221,11 +213,7 @@ class RtpInbound:
         that, by the same rule as RTP before latching (the SDP-named IP, or with SDES any source
         that authenticates), since peers may report before our first packet reaches them. A
         stranger cannot feed us reports; with SDES every report must authenticate."""
-        if self.latched is not None:
-            accepted = addr[0] == self.latched[0]
-        else:
-            accepted = self._source_ok(addr)
-        if not accepted:
+        if not self.source.accepts_rtcp(addr):
             self._drop("wrong_source")
             return
         if not looks_like_rtcp(data):
@@ -237,7 +225,7 @@ class RtpInbound:
     def receive(self, data: bytes, addr: Address) -> np.ndarray | None:
         """One datagram from ``addr``: decoded PCM for an accepted audio packet (None with a
         jitter buffer, which files it for the clock to pull), else None."""
-        if not self._source_ok(addr):
+        if not self.source.accepts(addr):
             self._drop("wrong_source")
             return None
         if looks_like_rtcp(data):
@@ -266,7 +254,10 @@ class RtpInbound:
               and not seq_newer(packet.sequence_number, self._last_seq)):
             self._drop("late")  # duplicate or reordered behind a newer one (no jitter buffer)
             return None
-        if pt == self.payload_type and self.jitter is not None:
+        if pt == self.payload_type and self.on_passthrough is not None:
+            self.on_passthrough(packet)  # the fast path relays it undecoded (bridge.fastpath)
+            pcm = None
+        elif pt == self.payload_type and self.jitter is not None:
             now = self._clock()
             if self.jitter.put(packet.sequence_number, packet.timestamp, packet.ssrc, packet.payload,
                                now) in ("late", "duplicate"):
@@ -287,10 +278,7 @@ class RtpInbound:
                 return None
             self.counters.dtmf_events = self._dtmf.events
             pcm = None
-        if self.latched is None:
-            self.latched = (addr[0], addr[1])
-            log.info("bridge.rtp.latched", leg="legacy", authenticated=self.srtp is not None,
-                     sdp_ip_matches=_same_ip(addr[0], self.expected_ip))
+        self.source.latch(addr, authenticated=self.srtp is not None)
         assert self.rx_stats is not None
         self.rx_stats.update(packet.sequence_number, packet.timestamp, self._clock())
         if self.jitter is not None:
@@ -448,7 +436,9 @@ class LegacyAudioLeg:
         self._play_owed = 0
         self._play_scheduled = False
         self._set_dtmf_payload_type(telephone_event_pt)
-        self.fifo = PcmFifo(codec.sample_rate * OUTBOUND_MAX_MS // 1000)
+        # Capped at OUTBOUND_MAX_MS; a backlog standing above one frame is shed (bridge.backlog).
+        self.fifo = PcmFifo(codec.sample_rate * OUTBOUND_MAX_MS // 1000, target_samples=codec.samples_per_frame,
+                            name="bridge.legacy_outbound")
         self._silence = silence(codec.samples_per_frame)
         self._transport: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -459,6 +449,8 @@ class LegacyAudioLeg:
         self._dropped_at_last_log = 0
         #: False while the peer holds the call (``sendonly``/``inactive``): nothing is sent.
         self.sending = True
+        #: True on the fast path (:meth:`relay`): no 20 ms clock, no decode.
+        self.relaying = False
 
     @property
     def local_port(self) -> int:
@@ -468,8 +460,7 @@ class LegacyAudioLeg:
     def destination(self) -> Address:
         """Where our RTP goes: the latched source once there is one (symmetric RTP, RFC 4961 3),
         else the SDP-named ``remote`` (RFC 3264 5)."""
-        latched = self.inbound.latched
-        return (latched[0], latched[1]) if latched is not None else self.remote
+        return self.inbound.source.destination(self.remote)
 
     @property
     def started(self) -> bool:
@@ -526,8 +517,32 @@ class LegacyAudioLeg:
             self.outbound.dtmf = DtmfSender(payload_type=telephone_event_pt, clock_rate=self.codec.clock_rate,
                                             packet_ticks=self.codec.timestamp_step)
 
+    def relay(self, on_packet: Callable[[RtpPacket], None]) -> None:
+        """Switch to the fast path (:mod:`bridge.fastpath`): accepted audio packets go to
+        ``on_packet`` undecoded and the 20 ms clock stops (outbound packets then come only
+        through :meth:`send_relayed`, paced by the core)."""
+        self.inbound.on_passthrough = on_packet
+        self.relaying = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def send_relayed(self, data: bytes, *, next_sequence: int, next_timestamp: int) -> None:
+        """Send one relayed plain RTP packet of our stream (protected here when SDES) and keep
+        the outbound state and the counters the RTCP SR reports (RFC 3550 6.4.1) in step."""
+        if self._closed or self._transport is None:
+            return
+        self.outbound.sequence_number, self.outbound.timestamp = next_sequence, next_timestamp
+        self.outbound.octets += len(data) - 12
+        if self.srtp is not None:
+            data = self.srtp.protect(data)
+        self._transport.sendto(data, self.destination)
+        self.counters.packets_out += 1
+        self.counters.bytes_out += len(data)
+
     def _tick(self) -> None:
-        if self._closed or self._loop is None or self._clock is None or self._transport is None:
+        if (self._closed or self._loop is None or self._clock is None or self._transport is None
+                or self.relaying):
             return
         send, skipped = self._clock.due(self._loop.time())
         if skipped:
@@ -687,14 +702,13 @@ class LegacyAudioLeg:
         self._set_dtmf_payload_type(telephone_event_pt)
         if moved:
             self.remote = (remote_address, remote_port)
-            self.inbound.expected_ip = _normalise_ip(remote_address)
         if rekeyed:
             self.srtp = srtp
             self.inbound.srtp = srtp
             self.outbound.srtp = srtp
-            self.inbound.latch_any_source = srtp is not None
         if moved or rekeyed:
-            self.inbound.latched = None
+            self.inbound.source.retarget(remote_address if moved else None,
+                                         any_source=(srtp is not None) if rekeyed else None)
             self.inbound._ssrc = None
             self.inbound._last_seq = None
             self.inbound.rx_stats = None

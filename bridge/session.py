@@ -31,6 +31,7 @@ from typing import Any
 import structlog
 
 from bridge.codecs import codec_by_name
+from bridge.fastpath import PASSTHROUGH_CODECS, CoreToLegacy, LegacyToCore
 from bridge.legacy_leg import LegacyAudioLeg
 from bridge.ports import PortAllocator
 from bridge.srtp import SdesSrtp
@@ -101,6 +102,9 @@ class MediaSession:
         self._webrtc_rtp: dict[str, Any] = {}
         self._stats_task: asyncio.Task[None] | None = None
         self._opened_at: float | None = None
+        #: The fast path's relays once it runs (:meth:`start`); None on the transcoding path.
+        self.to_core: LegacyToCore | None = None
+        self.to_legacy: CoreToLegacy | None = None
         legacy.on_audio = webrtc.feed
         legacy.inbound.on_dtmf = self._dtmf
         webrtc.on_audio = legacy.push_audio
@@ -131,6 +135,7 @@ class MediaSession:
         srtp_remote_key: bytes | None = None,
         srtp_local_key: bytes | None = None,
         video: VideoLegParams | None = None,
+        passthrough: str = "off",
     ) -> MediaSession:
         """Bind the legacy port pair and build both legs; nothing is sent yet.
 
@@ -139,6 +144,8 @@ class MediaSession:
         (the peer's and ours, key||salt as in the SDES ``a=crypto``, RFC 4568) makes
         the legacy leg SDES-SRTP; raises :class:`bridge.srtp.SrtpError` for bad keys.
         ``video`` binds a second port pair for the main video (see :attr:`video_port`).
+        ``passthrough`` is ``media.passthrough`` (``auto``: G.711 takes the fast path,
+        :mod:`bridge.fastpath`).
         """
         legacy = allocate_legacy_leg(
             media_address=media_address, port_allocator=port_allocator, encoding=encoding,
@@ -155,7 +162,8 @@ class MediaSession:
                     video_lease.release()
                     raise
             session = cls.around_legacy(legacy, reactor=reactor, meeting=meeting, core_url=core_url,
-                                        display_name=display_name, http=http, video=video_leg)
+                                        display_name=display_name, http=http, video=video_leg,
+                                        passthrough=passthrough)
         except BaseException:
             if video_leg is not None:
                 video_leg.close()
@@ -166,11 +174,14 @@ class MediaSession:
     @classmethod
     def around_legacy(cls, legacy: LegacyAudioLeg, *, reactor: Any, meeting: str, core_url: str,
                       display_name: str = "", http: WhipClient | None = None,
-                      video: LegacyVideoLeg | None = None) -> MediaSession:
+                      video: LegacyVideoLeg | None = None, passthrough: str = "off") -> MediaSession:
         """A session for a legacy leg that already exists (and may already run, e.g. an IVR
-        answered the call on it first): the same RTP port and keys carry on into the meeting."""
+        answered the call on it first): the same RTP port and keys carry on into the meeting.
+        ``passthrough="auto"`` asks for the fast path when the leg's codec is G.711."""
         webrtc = WebRtcLeg(reactor=reactor, core_url=core_url, meeting=meeting,
                            legacy_rate=legacy.codec.sample_rate, http=http, display_name=display_name)
+        if passthrough == "auto" and legacy.codec.name in PASSTHROUGH_CODECS:
+            webrtc.passthrough_codec = legacy.codec.name
         return cls(meeting=meeting, legacy=legacy, webrtc=webrtc, display_name=display_name,
                    video=video)
 
@@ -210,11 +221,25 @@ class MediaSession:
         await self.webrtc.join()
         if self._closed:  # closed while joining (caller hung up)
             return
+        if self.webrtc.path == "passthrough":
+            self._start_relay()
         if not self.legacy.started:  # an IVR may have started it already
             await self.legacy.start()
         self._stats_task = asyncio.ensure_future(self._poll_webrtc_stats())
         if self.video is not None and not self.video.started:
             await self.video.start()
+
+    def _start_relay(self) -> None:
+        """Wire the fast path: the caller's packets to the WHIP sender, the WHEP receiver's to
+        the legacy leg (whose 20 ms clock stops); see :mod:`bridge.fastpath`."""
+        assert self.webrtc.audio_sender is not None and self.webrtc.whip_payload_type is not None
+        assert self.webrtc.whep_payload_type is not None
+        self.to_core = LegacyToCore(self.webrtc.audio_sender, payload_type=self.webrtc.whip_payload_type)
+        self.to_legacy = CoreToLegacy(self.legacy, core_payload_type=self.webrtc.whep_payload_type)
+        self.webrtc.on_core_rtp = self.to_legacy
+        self.legacy.relay(self.to_core)
+        log.info("bridge.fastpath.started", meeting=self.meeting, codec=self.legacy.codec.name,
+                 path="passthrough")
 
     async def _poll_webrtc_stats(self) -> None:
         """Refresh the WebRTC leg's RTP figures every ``WEBRTC_STATS_INTERVAL`` seconds."""
@@ -265,14 +290,29 @@ class MediaSession:
         :class:`bridge.stats.CallStats` (``as_dict()``), one shape for both legs."""
         out: dict[str, Any] = {
             "codec": self.legacy.codec.name,
+            "path": self.webrtc.path,
             "local_port": self.local_port,
             "closed": self._closed,
             "legacy": self.legacy.stats(),
             "webrtc": {**self.webrtc.stats(), "rtp": self._webrtc_rtp},
             **({"video": self.video.stats()} if self.video is not None else {}),
+            **({"passthrough": self._relay_stats()} if self.to_core is not None else {}),
         }
         out["call"] = call_stats(out).as_dict()
         return out
+
+    def _relay_stats(self) -> dict[str, int]:
+        """The fast path's packet counts; ``decoded_frames`` counts decode work on either leg
+        (0 when the relay carries all the audio)."""
+        assert self.to_core is not None and self.to_legacy is not None
+        return {
+            "to_core": self.to_core.packets, "to_legacy": self.to_legacy.packets,
+            "dropped_late": self.to_core.rewriter.dropped_late + self.to_legacy.rewriter.dropped_late,
+            "source_changes": self.to_core.rewriter.source_changes + self.to_legacy.rewriter.source_changes,
+            "send_errors": self.to_core.send_errors,
+            "decoded_frames": (self.webrtc.frames_received + self.legacy.jitter.counters.buffered
+                               + self.legacy.jitter.counters.concealed),
+        }
 
     def call_stats(self) -> CallStats:
         """Both legs' packets, bytes, loss, jitter, RTT, codec, encryption and drops."""

@@ -36,11 +36,19 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from bridge.audio_jitter import use_low_delay_jitter_buffer
 from bridge.codecs import PcmFifo, Resampler, downmix, silence
+from bridge.fastpath import negotiated_payload_type, prefer_audio_codec, tap_rtp
 from bridge.h264_rtp import AccessUnit, is_keyframe, split_annexb
 from bridge.ice import rtc_configuration
 from bridge.pacing import FramePacer, mono_s16_frame
-from bridge.whip_client import CoreError, CoreUnreachable, WhipClient, WhipResource
+from bridge.whip_client import (
+    CoreError,
+    CoreProtocolError,
+    CoreUnreachable,
+    WhipClient,
+    WhipResource,
+)
 
 log = structlog.get_logger("bridge.webrtc_leg")
 
@@ -64,8 +72,9 @@ class CallerAudioTrack(MediaStreamTrack):
     def __init__(self, source_rate: int) -> None:
         super().__init__()
         self._resampler = Resampler(source_rate, WEBRTC_RATE)
-        self._fifo = PcmFifo(WEBRTC_RATE * INBOUND_MAX_MS // 1000)
         self._samples = int(WEBRTC_RATE * PTIME)
+        self._fifo = PcmFifo(WEBRTC_RATE * INBOUND_MAX_MS // 1000, target_samples=self._samples,
+                             name="bridge.caller_audio")
         self._silence = silence(self._samples)
         self._pacer = FramePacer(WEBRTC_RATE, self._samples)
         self.frames_sent = 0
@@ -93,6 +102,10 @@ class CallerAudioTrack(MediaStreamTrack):
 
 #: RTP video clock (RFC 6184 8.2.1): access-unit timestamps and packet pts are in 1/90000 s.
 VIDEO_TIME_BASE = fractions.Fraction(1, 90_000)
+#: How far pts moves when the room system's RTP clock jumps backwards (a new SSRC, a re-offer to
+#: a new port): one frame at 30 fps. Not zero: a picture stamped like the one before it would be
+#: merged into that frame by the receiver (RTP frames are told apart by timestamp).
+VIDEO_RESTART_STEP = 3000
 #: Access units queued toward aiortc; past this the sender has stalled and the queue restarts
 #: at the next keyframe (dropping a P picture would break every picture after it anyway).
 VIDEO_QUEUE_UNITS = 30
@@ -128,9 +141,9 @@ class RoomVideoTrack(MediaStreamTrack):
         """One access unit from the room system (RTP timestamp at 90 kHz)."""
         self.units_in += 1
         if self._last_ts is not None:
-            # Unwrap the 32-bit RTP clock; a step backwards (a new SSRC) keeps pts still.
+            # Unwrap the 32-bit RTP clock; a step backwards (a new SSRC) moves pts one frame.
             step = (unit.timestamp - self._last_ts) & 0xFFFFFFFF
-            self._pts += step if step < 0x80000000 else 0
+            self._pts += step if step < 0x80000000 else VIDEO_RESTART_STEP
         self._last_ts = unit.timestamp
         if len(self._queue) >= self._depth:
             self.dropped_units += len(self._queue)
@@ -179,6 +192,37 @@ def hook_keyframe_requests(sender: RTCRtpSender, callback: Callable[[], None]) -
     method on this sender instance is the narrowest hook aiortc offers (no subclassing of
     the sender the peer connection creates, no change to any other sender)."""
     setattr(sender, "_send_keyframe", callback)  # noqa: B010
+
+
+def cap_remb(receiver: Any, cap_bps: Callable[[], int | None]) -> None:
+    """Never let ``receiver`` report more than ``cap_bps()`` to the sender (None: no cap).
+
+    We pass the core's H.264 through to the room system, so the only encoder that can obey the
+    room system's limit is the core's, and the only thing aiortc's sender there listens to is
+    REMB: ``RTCRtpSender._handle_rtcp_packet`` sets its encoder's ``target_bitrate`` from it.
+    Our WHEP receiver sends that REMB with whatever its ``RemoteBitrateEstimator.add`` returns
+    (``(bitrate, ssrcs)`` or None); wrapping ``add`` on this one receiver's estimator instance
+    clamps the reported bitrate to ``min(estimate, cap)`` and leaves the estimator itself, every
+    other receiver and aiortc's timing of REMBs untouched -- a lower cap (a TMMBR) takes effect
+    with the next REMB (at most ``AimdRateControl.feedback_interval``, 1 s, later).
+
+    The cap is a payload rate and REMB a total; the difference (headers, ~3 % at full-size
+    packets) is left as margin for the encoder's rate control. aiortc's H.264 encoder never
+    goes below its ``MIN_BITRATE`` (500 kbit/s), whatever the REMB: a tighter cap than that is
+    reported but cannot be met by an aiortc core."""
+    estimator = getattr(receiver, "_RTCRtpReceiver__remote_bitrate_estimator", None)
+    if estimator is None:  # audio receiver, or an aiortc without the estimator
+        return
+    estimate = estimator.add
+
+    def add(*args: Any, **kwargs: Any) -> tuple[int, list[int]] | None:
+        remb = estimate(*args, **kwargs)
+        cap = cap_bps()
+        if remb is None or cap is None or remb[0] <= cap:
+            return remb  # type: ignore[no-any-return]
+        return cap, remb[1]
+
+    estimator.add = add
 
 
 class EncodedFrameTap:
@@ -257,6 +301,9 @@ class WebRtcLeg:
         #: set with :meth:`enable_video` before :meth:`join` to subscribe to video.
         self.on_video: Callable[[AccessUnit], None] | None = None
         self._video_tap: EncodedFrameTap | None = None
+        #: The room system's receive limit (payload bit/s, None: none), read at each REMB our
+        #: WHEP video receiver sends the core (see :func:`cap_remb`); set before :meth:`join`.
+        self.video_bitrate_cap: Callable[[], int | None] | None = None
         self._video_receiver: Any = None
         self.keyframe_requests_out = 0
         self._http = http or WhipClient(reactor)
@@ -270,6 +317,17 @@ class WebRtcLeg:
         self._ended = False
         self.frames_received = 0
         self._connected: dict[str, asyncio.Event] = {}
+        #: Set before :meth:`join` to ``"PCMU"``/``"PCMA"`` to ask the core for that codec both
+        #: ways with no track of ours (the fast path, :mod:`bridge.fastpath`); after the join,
+        #: ``path`` says whether the core agreed (``passthrough``) or not (``transcode``).
+        self.passthrough_codec: str | None = None
+        self.path = "transcode"
+        #: On the fast path: the WHIP sender the relay sends on, the payload types the core
+        #: answered, and where the WHEP receiver's raw RTP packets go.
+        self.audio_sender: RTCRtpSender | None = None
+        self.whip_payload_type: int | None = None
+        self.whep_payload_type: int | None = None
+        self.on_core_rtp: Callable[[Any], None] | None = None
 
     def feed(self, pcm: np.ndarray) -> None:
         """The caller's decoded audio (mono int16 at ``legacy_rate``) to publish."""
@@ -339,7 +397,13 @@ class WebRtcLeg:
         try:
             pub = self._pub = RTCPeerConnection(rtc_configuration())
             self._watch("whip", pub)
-            pub.addTransceiver(self.track, direction="sendonly")
+            fast = self.passthrough_codec
+            if fast is not None:  # no track: the relay sends the caller's packets on this sender
+                audio = pub.addTransceiver("audio", direction="sendonly")
+                prefer_audio_codec(audio, fast)
+                self.audio_sender = audio.sender
+            else:
+                pub.addTransceiver(self.track, direction="sendonly")
             if self.video_track is not None:
                 video = pub.addTransceiver(self.video_track, direction="sendonly")
                 prefer_h264(video)
@@ -353,16 +417,22 @@ class WebRtcLeg:
 
             sub = self._sub = RTCPeerConnection(rtc_configuration())
             self._watch("whep", sub)
-            sub.addTransceiver("audio", direction="recvonly")
+            heard = sub.addTransceiver("audio", direction="recvonly")
+            use_low_delay_jitter_buffer(heard.receiver)  # 20 ms, not aiortc's 80 (bridge.audio_jitter)
+            if fast is not None:
+                prefer_audio_codec(heard, fast)
+                tap_rtp(heard.receiver, self._core_rtp)
             if self.video_track is not None and self.on_video is not None:
                 watch = sub.addTransceiver("video", direction="recvonly")
                 prefer_h264(watch)
                 self._video_receiver = watch.receiver
+                if self.video_bitrate_cap is not None:
+                    cap_remb(watch.receiver, self.video_bitrate_cap)
                 self._video_tap = tap_encoded_frames(watch.receiver, self._video_unit)
 
             @sub.on("track")
             def _on_track(track: MediaStreamTrack) -> None:
-                if track.kind == "audio" and self._pump_task is None:
+                if track.kind == "audio" and self._pump_task is None and fast is None:
                     self._pump_task = asyncio.ensure_future(self._pump(track))
 
             await sub.setLocalDescription(await sub.createOffer())
@@ -370,10 +440,22 @@ class WebRtcLeg:
             self.whep = await self._created(f"{self.core_url}/whep/{meeting}?{query}", sub.localDescription.sdp)
             await sub.setRemoteDescription(RTCSessionDescription(sdp=self.whep.answer, type="answer"))
             await self._wait_connected()
+            if fast is not None:
+                self.whip_payload_type = negotiated_payload_type(self.whip.answer, fast)
+                self.whep_payload_type = negotiated_payload_type(self.whep.answer, fast)
+                if self.whip_payload_type is None or self.whep_payload_type is None:
+                    raise CoreProtocolError(f"the core did not answer {fast} both ways for the fast path")
+                self.path = "passthrough"
         except BaseException:
             await self.leave()
             raise
-        log.info("bridge.leg.up", leg="webrtc", whip=self.whip.resource_id, whep=self.whep.resource_id)
+        log.info("bridge.leg.up", leg="webrtc", whip=self.whip.resource_id, whep=self.whep.resource_id,
+                 path=self.path)
+
+    def _core_rtp(self, packet: Any) -> None:
+        """A raw RTP packet of the WHEP receiver (fast path): on to the relay."""
+        if self.on_core_rtp is not None:
+            self.on_core_rtp(packet)
 
     async def _created(self, url: str, offer: str) -> WhipResource:
         """POST an offer; if :meth:`leave` ran meanwhile, delete what the core just created."""
@@ -451,6 +533,7 @@ class WebRtcLeg:
     def stats(self) -> dict[str, Any]:
         return {
             "encryption": "dtls-srtp",
+            "path": self.path,
             "whip_state": self._pub.connectionState if self._pub is not None else "new",
             "whep_state": self._sub.connectionState if self._sub is not None else "new",
             "frames_out": self.track.frames_sent,

@@ -85,6 +85,7 @@ class Gateway:
             participant_count=None if cfg.core.url else (
                 lambda m: sum(1 for p in self.core.roster(m) if p.kind == "whip")),
         )
+        self.calls.passthrough = cfg.media.passthrough
         self.sip = SipService(self.reactor, self.calls, limits=cfg.sip.limits.to_sip())
         if cfg.sip.udp is not None:
             p = self.sip.listen_udp(cfg.sip.udp.host, cfg.sip.udp.port)
@@ -204,6 +205,7 @@ class Gateway:
             roster=self.roster, metrics=self.metrics, pins=self.calls.pins,
             live=self.calls.live)
         # One meeting-wide DTMF relay (policy dtmf_relay) over SIP and H.323 participants.
+        self.h323_calls.passthrough = self.config.media.passthrough
         self.calls.dtmf_relay_targets.append(self.h323_calls)
         self.h323_calls.dtmf_relay_targets.append(self.calls)
         service = H323Service(self.reactor, self.h323_calls)

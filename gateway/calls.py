@@ -17,9 +17,8 @@ from typing import Any
 
 import structlog
 
-from bridge.codecs import codec_by_name
+from bridge.bitrate import cap_from_sdp
 from bridge.dtmf_sender import (
-    DEFAULT_DURATION_MS,
     DEFAULT_GAP_MS,
     DtmfError,
     check_duration,
@@ -28,16 +27,20 @@ from bridge.dtmf_sender import (
 from bridge.legacy_leg import LegacyAudioLeg
 from bridge.ports import NoFreePort, PortAllocator
 from bridge.session import MediaSession, allocate_legacy_leg
-from bridge.srtp import SdesSrtp
 from bridge.video_leg import VideoLegParams
 from gateway.admission import Admit, Refuse
-from gateway.delayed_offer import DelayedOfferNegotiation, delayed_offer_security
+from gateway.delayed_offer import (
+    DelayedOfferNegotiation,
+    ReofferWithoutSdp,
+    delayed_offer_security,
+    retarget_leg,
+)
 from gateway.dialstring import DEFAULT_IVR_USERS, DialString, parse_dial_string
 from gateway.ivr import IvrHangup, LegIO
-from gateway.ivr.detour import admit_waiting, converse, wait_in_lobby, waiting
-from gateway.live_meeting import LiveOverrides, set_muted
+from gateway.ivr.detour import converse, wait_in_lobby
+from gateway.live_meeting import LiveOverrides
 from gateway.metrics import Metrics
-from gateway.participation import DtmfRelayTarget, join_roster, leave_roster, relay_dtmf
+from gateway.participation import LegacyCallController, join_roster
 from gateway.pinlock import PinAttempts
 from gateway.policy import MeetingPolicy, Policy
 from gateway.roster import (
@@ -64,6 +67,15 @@ log = structlog.get_logger("gateway.calls")
 
 #: Codecs the legacy leg can carry, in the order we prefer when the offer leaves us the choice.
 LEGACY_AUDIO_PREFERENCE = ("PCMU", "PCMA", "G722", "OPUS")
+
+#: SIP INFO keyframe request toward a room system without RTCP feedback (RFC 5168 3, the XML
+#: schema's full form: Cisco and Polycom parse ``vc_primitive/to_encoder``, not a bare element).
+MEDIA_CONTROL_TYPE = "application/media_control+xml"
+PICTURE_FAST_UPDATE_XML = (
+    b'<?xml version="1.0" encoding="utf-8" ?>\r\n<media_control>\r\n <vc_primitive>\r\n'
+    b"  <to_encoder>\r\n   <picture_fast_update/>\r\n  </to_encoder>\r\n </vc_primitive>\r\n"
+    b"</media_control>\r\n"
+)
 
 
 def call_label(call_id: str) -> str:
@@ -130,10 +142,30 @@ def reoffer_video(session: MediaSession | None, offer: SessionDescription) -> Vi
         crypto, local=dataclasses.replace(crypto.local, key=srtp.local_key)))
 
 
-def video_leg_params(video: VideoChoice) -> VideoLegParams:
-    """The bridge's view of the agreed video (bridge never imports sip)."""
+def renegotiate_video(session: MediaSession | None, video: VideoChoice | None,
+                      offer: SessionDescription) -> None:
+    """Apply a re-offer to the running video leg (RFC 3264 8): the kept line's new address and
+    hold/resume from its direction (or ``c=0.0.0.0``), as the audio leg does
+    (``gateway.delayed_offer.retarget_leg``); a line not kept (``video`` None) holds our video."""
+    leg = session.video if session is not None else None
+    if leg is None:
+        return
+    if video is None:
+        leg.renegotiate(remote_address=leg.remote[0], remote_port=leg.remote[1], sending=False)
+        return
+    direction = offer.media[video.media_index].direction
+    sending = direction in ("sendrecv", "recvonly") and video.remote_address not in ("0.0.0.0", "::")
+    leg.renegotiate(remote_address=video.remote_address, remote_port=video.remote_port, sending=sending)
+
+
+def video_leg_params(video: VideoChoice, offer: SessionDescription | None = None) -> VideoLegParams:
+    """The bridge's view of the agreed video (bridge never imports sip); with the ``offer``,
+    the room system's exact receive cap from its video line (``b=TIAS``, else ``b=AS`` less
+    headers: :func:`bridge.bitrate.cap_from_sdp`), else none beyond our own ceiling."""
     crypto = video.crypto
+    line = offer.media[video.media_index] if offer is not None else None
     return VideoLegParams(
+        bitrate_cap_bps=cap_from_sdp(line) if line is not None else None,
         payload_type=video.payload_type, remote_address=video.remote_address,
         remote_port=video.remote_port, packetization_mode=video.packetization_mode,
         bandwidth_kbps=video.bandwidth_kbps, feedback=video.feedback,
@@ -152,12 +184,16 @@ def shown_name(display: str | None) -> str | None:
     return text or None
 
 
-class CallController:
-    """The SIP core's ``CallHandler``: admits, bridges and ends legacy calls.
+class CallController(LegacyCallController[LegacyCall]):
+    """The SIP core's ``CallHandler``: admits, bridges and ends legacy calls (what does not
+    depend on SIP is :class:`gateway.participation.LegacyCallController`'s).
 
     Holds no per-meeting state beyond the live calls; when a call ends its entry is
     dropped, so nothing about a finished call stays in memory.
     """
+
+    protocol = "sip"
+    _log = log
 
     def __init__(
         self,
@@ -174,30 +210,18 @@ class CallController:
         ivr_users: tuple[str, ...] = DEFAULT_IVR_USERS,
         live: LiveOverrides | None = None,
     ) -> None:
-        self._reactor = reactor
-        #: Operator edits of running meetings (lock, PIN), shared with the H.323 controller.
-        self.live = live if live is not None else LiveOverrides(lambda m: self.participants_in(m) > 0)
-        #: Wrong-PIN counts per (meeting, source), shared with the H.323 controller.
-        self.pins = pins if pins is not None else PinAttempts()
+        super().__init__(reactor=reactor, policy=policy, core_url=core_url, media_address=media_address,
+                         ports=ports, roster=roster, metrics=metrics, pins=pins, live=live,
+                         has_participants=lambda m: self.participants_in(m) > 0)
         #: ``meeting -> participants in the core`` (WHIP publishers), for ``max_participants``;
         #: None: the legacy roster alone is counted.
         self._participant_count = participant_count
         self._ivr_users = ivr_users
-        self.roster = roster if roster is not None else Roster()
-        self.metrics = metrics
-        self.policy = policy
-        self._core_url = core_url
-        self._media_address = media_address
-        self._ports = ports
-        self._calls: dict[str, LegacyCall] = {}
         #: The one DTMF stream (RFC 4733 from the leg and SIP INFO), for a future IVR or
         #: tests: ``on_dtmf(call, digit, source)``, source ``rfc4733`` or ``sip-info``.
         self.on_dtmf: Any = None
         #: Keyframe requests from the caller (SIP INFO picture_fast_update): ``(call)``.
         self.on_keyframe_request: Any = None
-        #: Controllers a relayed digit (``dtmf_relay: true``) goes to: this one, and the H.323
-        #: one when the gateway runs both (``Gateway`` adds it).
-        self.dtmf_relay_targets: list[DtmfRelayTarget] = [self]
 
     # -- CallHandler -------------------------------------------------------------------
 
@@ -219,20 +243,6 @@ class CallController:
         log.info("call.ended", call=entry.label, meeting=entry.meeting, by=str(reason.value))
         self._leave_roster(entry, str(reason.value))
         self._close_media(entry)
-
-    # -- application -------------------------------------------------------------------
-
-    @property
-    def active_calls(self) -> int:
-        return len(self._calls)
-
-    async def hangup_all(self, reason: str = "gateway shutting down") -> None:
-        """End every call (BYE to each caller), e.g. at shutdown."""
-        for entry in list(self._calls.values()):
-            self._end_from_gateway(entry, reason, by="shutdown")
-        pending = [t for e in self._calls.values() for t in e.tasks]
-        if pending:
-            await asyncio.wait(pending, timeout=2)
 
     async def _admit_and_bridge(self, entry: LegacyCall) -> None:
         call = entry.call
@@ -262,7 +272,7 @@ class CallController:
         require_srtp = decision.policy.legacy_media == "require-srtp"
         try:
             choice = choose_audio(offer, preferred=audio_preference(decision.policy),
-                                  require_srtp=require_srtp)
+                                  require_srtp=require_srtp, media_address=self._ports.address)
         except OfferRejected as exc:
             rule = decision.rule if require_srtp else decision.policy.rule("audio_codecs")
             warning = (f"meeting '{entry.meeting}' requires encrypted media and the offer has no "
@@ -299,7 +309,8 @@ class CallController:
                 srtp_suite=choice.srtp_suite,
                 srtp_remote_key=choice.srtp_remote_key,
                 srtp_local_key=choice.srtp_local_key,
-                video=video_leg_params(video) if video is not None else None,
+                video=video_leg_params(video, offer) if video is not None else None,
+                passthrough=self.passthrough,
             )
         except (NoFreePort, OSError, ValueError, KeyError) as exc:  # the caller gets a clean 503
             bound.error("call.media_failed", stage="allocate", error=str(exc))
@@ -308,6 +319,11 @@ class CallController:
             return
         entry.session = session
         session.on_ended = lambda why: self._media_ended(entry, why)
+        if session.video is not None:
+            video_leg = session.video
+            video_leg.on_sip_info = lambda: self._send_picture_fast_update(entry)
+            # The core's encoder feeds the room system: cap what our WHEP receiver reports to it.
+            session.webrtc.video_bitrate_cap = lambda: video_leg.bitrate.target_bps
         # The meeting page shows whether this caller's media was encrypted before the gateway.
         session.webrtc.publish_params = {"leg": "sip", "enc": legacy_encryption,
                                          "recording": decision.policy.recording}
@@ -326,7 +342,7 @@ class CallController:
         answer = build_answer(offer, choice, self._media_address, session.local_port,
                               video=video, video_port=session.video_port)
         session.on_dtmf = lambda digit: self._digit(entry, digit, "rfc4733")
-        call.on_offer = lambda _call, new_offer: self._reoffer(entry, new_offer)
+        self._allow_reoffers(entry)
         call.accept(str(answer))
         self._join_roster(entry, session, choice.encoding)
         bound.info("call.answered", local_port=session.local_port,
@@ -385,24 +401,13 @@ class CallController:
         legacy_encryption = "sdes-srtp" if choice.secure else "plain"
         bound.info("call.answer_taken", codec=choice.encoding, legacy_encryption=legacy_encryption,
                    srtp_suite=choice.srtp_suite)
-        session = MediaSession.around_legacy(legacy, reactor=self._reactor, meeting=entry.meeting,
-                                             core_url=self._core_url, display_name=entry.pseudonym)
-        entry.session = session
-        session.on_ended = lambda why: self._media_ended(entry, why)
-        session.on_dtmf = lambda digit: self._digit(entry, digit, "rfc4733")
-        session.webrtc.publish_params = {"leg": "sip", "enc": legacy_encryption, "recording": mp.recording}
-        call.on_offer = lambda _call, new_offer: self._reoffer(entry, new_offer)
-        try:
-            await session.start()
-        except Exception as exc:  # noqa: BLE001 - the call is answered: end it cleanly
-            bound.error("call.media_failed", stage="join", error=str(exc))
-            if not entry.ended:
-                self._end_from_gateway(entry, "the meeting could not be joined", by="media")
+        self._allow_reoffers(entry)
+        session = await self._join_on_leg(
+            entry, legacy, codec=choice.encoding, bound=bound,
+            publish={"leg": "sip", "enc": legacy_encryption, "recording": mp.recording},
+            on_dtmf=lambda digit: self._digit(entry, digit, "rfc4733"))
+        if session is None:
             return
-        if entry.ended:
-            self._close_media(entry)
-            return
-        self._join_roster(entry, session, choice.encoding)
         bound.info("call.answered", local_port=session.local_port, delayed_offer=True,
                    participant=entry.participant.id if entry.participant else None)
 
@@ -421,20 +426,9 @@ class CallController:
     def check(self, entry: LegacyCall, meeting: str, pin: str | None, security: str) -> Admit | Refuse:
         """The policy decision for ``entry`` joining ``meeting`` with ``pin``; counts a wrong PIN
         against the caller's source (lockout after the meeting's ``pin_attempts``)."""
-        source = entry.call.source[0]
-        mp = self.live.effective_policy(self.policy, meeting).for_meeting(meeting)
-        locked = mp is not None and mp.pin is not None and self.pins.locked(meeting, source, mp.pin_attempts)
-        decision = self.live.decide(self.policy, meeting=meeting, protocol="sip", transport=entry.call.transport,
-                          media_security=security, source=source, pin=pin,  # type: ignore[arg-type]
-                          locked_out=locked, participants=self.participants_in(meeting, besides=entry))
-        if isinstance(decision, Refuse) and decision.policy is not None \
-                and decision.rule == decision.policy.rule("pin"):
-            wrong = self.pins.wrong(meeting, source)
-            log.info("call.pin_wrong", call=entry.label, meeting=meeting, wrong=wrong,
-                     limit=decision.policy.pin_attempts)
-        elif isinstance(decision, Admit) and pin is not None and decision.policy.pin is not None:
-            self.pins.succeeded(meeting, source)
-        return decision
+        return self._decide(entry, meeting, pin, source=entry.call.source[0], protocol="sip",
+                            transport=entry.call.transport, media_security=security,
+                            participants=self.participants_in(meeting, besides=entry))
 
     def _name(self, entry: LegacyCall, mp: MeetingPolicy) -> None:
         """The name the core and roster show: a pseudonym, or (``anonymous_names: false``) the
@@ -466,39 +460,9 @@ class CallController:
             entry.on_digit(digit)
         if self.on_dtmf is not None:
             self.on_dtmf(entry.call, digit, source)
-        if entry.on_digit is None and entry.participant is not None:  # joined: never IVR/PIN digits
-            relay_dtmf(self.policy, entry.meeting, digit, sender=entry.participant.id,
-                       targets=self.dtmf_relay_targets)
+        self._relay(entry, digit)  # joined callers only: never IVR/PIN digits
 
     # -- DTMF toward callers (relay, control API) ---------------------------------------------
-
-    def send_dtmf(self, meeting: str, participant_id: str, digits: str,
-                  duration_ms: int = DEFAULT_DURATION_MS) -> bool:
-        """Key ``digits`` toward the answered caller ``participant_id`` (the control API's command);
-        False if no such caller, :class:`DtmfError` if they cannot be sent (nothing is sent then)."""
-        for entry in list(self._calls.values()):
-            if entry.meeting == meeting and not entry.ended and entry.participant is not None \
-                    and entry.participant.id == participant_id:
-                self._send_dtmf(entry, digits, duration_ms, why="api")
-                return True
-        return False
-
-    def send_dtmf_to_meeting(self, meeting: str, digits: str, *, besides: str | None) -> int:
-        """Key ``digits`` toward every answered caller in ``meeting`` but ``besides`` (the relay);
-        returns to how many they went. A caller that cannot take them is logged and skipped."""
-        sent = 0
-        for entry in list(self._calls.values()):
-            if entry.meeting != meeting or entry.ended or entry.participant is None \
-                    or entry.participant.id == besides:
-                continue
-            try:
-                self._send_dtmf(entry, digits, DEFAULT_DURATION_MS, why="relay")
-            except DtmfError as exc:
-                log.info("call.dtmf_not_sent", call=entry.label, meeting=meeting, why="relay",
-                         detail=str(exc))
-                continue
-            sent += 1
-        return sent
 
     def _send_dtmf(self, entry: LegacyCall, digits: str, duration_ms: int, *, why: str) -> None:
         """RFC 4733 events on the caller's own outbound RTP clock (``bridge.dtmf_sender``) when it
@@ -526,6 +490,14 @@ class CallController:
         if not entry.ended:
             entry.call.send_info("application/dtmf-relay", body)
 
+    @staticmethod
+    def _send_picture_fast_update(entry: LegacyCall) -> bool:
+        """The video leg needs an IDR from a room system that negotiated no RTCP feedback:
+        SIP INFO ``picture_fast_update`` (RFC 5168). False (nothing sent) before the ACK."""
+        if entry.ended:
+            return False
+        return entry.call.send_info(MEDIA_CONTROL_TYPE, PICTURE_FAST_UPDATE_XML)
+
     def keyframe_requested(self, call: InboundCall) -> None:
         """SIP INFO ``picture_fast_update`` (RFC 5168): surfaced for the video bridge."""
         entry = self._calls.get(call.call_id)
@@ -536,6 +508,27 @@ class CallController:
             entry.session.video.keyframe_from_room("sip_info")  # the core makes an IDR
         if self.on_keyframe_request is not None:
             self.on_keyframe_request(call)
+
+    def _allow_reoffers(self, entry: LegacyCall) -> None:
+        """From now on the peer may renegotiate: a re-INVITE/UPDATE offer goes to
+        :meth:`_reoffer`; a re-INVITE without SDP gets our current SDP as the offer and the
+        ACK's answer re-targets the leg (:class:`gateway.delayed_offer.ReofferWithoutSdp`)."""
+        call = entry.call
+        call.on_offer = lambda _call, new_offer: self._reoffer(entry, new_offer)
+        bodiless = ReofferWithoutSdp(lambda choice, direction: self._answer_to_reoffer(entry, choice, direction))
+        call.on_offer_request = bodiless.offer
+        call.on_answer = bodiless.answer
+
+    def _answer_to_reoffer(self, entry: LegacyCall, choice: AudioChoice, direction: str) -> str | None:
+        """The ACK's answer to our re-offer, applied to the running leg (None) or why not."""
+        leg = entry.session.legacy if entry.session is not None else entry.legacy
+        if leg is None or entry.ended:
+            return "the call has no media leg"
+        problem = retarget_leg(leg, choice, direction)
+        log.info("call.reoffer_answer_taken" if problem is None else "call.reoffer_answer_refused",
+                 call=entry.label, meeting=entry.meeting, codec=choice.encoding, direction=direction,
+                 detail=problem)
+        return problem
 
     def _reoffer(self, entry: LegacyCall, offer: SessionDescription) -> str | None:
         """A re-INVITE/UPDATE offer (RFC 3264 8): the answer, with the legacy leg re-targeted,
@@ -556,31 +549,27 @@ class CallController:
             return call.answer_sdp
         preferred = (leg.codec.name,) + tuple(c for c in LEGACY_AUDIO_PREFERENCE if c != leg.codec.name)
         try:
-            choice = choose_audio(offer, preferred=preferred, require_srtp=leg.srtp is not None)
+            choice = choose_audio(offer, preferred=preferred, require_srtp=leg.srtp is not None,
+                                  media_address=self._ports.address)
             old = SessionDescription.parse(call.answer_sdp.encode())
         except (OfferRejected, SdpParseError) as exc:
             bound.info("call.reoffer_refused", detail=str(exc))
             return None
-        srtp = leg.srtp
-        crypto = choice.crypto
+        crypto, srtp = choice.crypto, leg.srtp
         if crypto is not None and srtp is not None and srtp.suite == crypto.suite \
                 and srtp.remote_key == crypto.remote.key:
             # Same peer key: keep our key and the SRTP contexts (nothing changes on the wire).
             choice = dataclasses.replace(choice, crypto=dataclasses.replace(
                 crypto, local=dataclasses.replace(crypto.local, key=srtp.local_key)))
-        elif crypto is not None:  # new keys (RFC 4568 7.1.4): new contexts both ways
-            srtp = SdesSrtp(crypto.suite, remote_key=crypto.remote.key, local_key=crypto.local.key)
         m = offer.media[choice.media_index] if choice.media_index is not None else None
         direction = m.direction if m is not None else "sendrecv"
-        sending = direction in ("sendrecv", "recvonly") and choice.remote_address not in ("0.0.0.0", "::")
-        try:
-            leg.renegotiate(codec=codec_by_name(choice.encoding), payload_type=choice.payload_type,
-                            remote_address=choice.remote_address, remote_port=choice.remote_port,
-                            telephone_event_pt=choice.telephone_event_pt, srtp=srtp, sending=sending)
-        except ValueError as exc:
-            bound.info("call.reoffer_refused", detail=str(exc))
+        problem = retarget_leg(leg, choice, direction)
+        if problem is not None:
+            bound.info("call.reoffer_refused", detail=problem)
             return None
+        sending = leg.sending
         video = reoffer_video(entry.session, offer)
+        renegotiate_video(entry.session, video, offer)
         answer = build_answer(offer, choice, self._media_address, leg.local_port,
                               session_id=int(old.origin.session_id),
                               session_version=int(old.origin.session_version) + 1,
@@ -604,7 +593,8 @@ class CallController:
             security = "sdes" if choice.secure else "plain"  # what the call now has
         else:
             try:
-                choice = choose_audio(offer, preferred=preferred, require_srtp=require_srtp)
+                choice = choose_audio(offer, preferred=preferred, require_srtp=require_srtp,
+                                      media_address=self._ports.address)
             except OfferRejected as exc:
                 bound.info("call.refused", status=exc.status, rule="audio-codec", detail=exc.reason)
                 call.reject(exc.status, "Not Acceptable Here", warning=exc.reason)
@@ -628,7 +618,7 @@ class CallController:
         io = LegIO(legacy.push_audio, legacy.codec.sample_rate)
         entry.on_digit = io.digit
         legacy.inbound.on_dtmf = lambda digit: self._digit(entry, digit, "rfc4733")
-        call.on_offer = lambda _call, new_offer: self._reoffer(entry, new_offer)
+        self._allow_reoffers(entry)
         asks = "meeting" if first is None else ("pin" if first.pin_required else "lobby")
         bound.info("ivr.started", asks=asks, codec=choice.encoding)
         result = await converse(entry, io, lambda meeting, pin: self.check(entry, meeting, pin, security),
@@ -655,39 +645,18 @@ class CallController:
         if entry.ended:  # hung up during the prompt; call_ended closed the leg
             return
         self._name(entry, result.policy)
-        session = MediaSession.around_legacy(legacy, reactor=self._reactor, meeting=entry.meeting,
-                                             core_url=self._core_url, display_name=entry.pseudonym)
-        entry.legacy, entry.session, entry.on_digit = None, session, None
-        session.on_dtmf = lambda digit: self._digit(entry, digit, "rfc4733")
-        session.on_ended = lambda why: self._media_ended(entry, why)
-        session.webrtc.publish_params = {"leg": "sip", "enc": legacy_encryption,
-                                         "recording": result.policy.recording}
-        try:
-            await session.start()
-        except Exception as exc:  # noqa: BLE001 - the call is answered: end it cleanly
-            bound.error("call.media_failed", stage="join", error=str(exc))
-            if not entry.ended:
-                self._end_from_gateway(entry, "the meeting could not be joined", by="media")
+        session = await self._join_on_leg(
+            entry, legacy, codec=choice.encoding, bound=bound,
+            publish={"leg": "sip", "enc": legacy_encryption, "recording": result.policy.recording},
+            on_dtmf=lambda digit: self._digit(entry, digit, "rfc4733"))
+        if session is None:
             return
-        if entry.ended:
-            self._close_media(entry)
-            return
-        self._join_roster(entry, session, choice.encoding)
         bound.info("call.answered", meeting=entry.meeting, local_port=session.local_port, entry_by="ivr",
                    participant=entry.participant.id if entry.participant else None)
 
-    def lobby(self, meeting: str) -> list[dict[str, str]]:
-        """Callers waiting in ``meeting``'s lobby, for the control API (ids only)."""
-        return waiting(self._calls.values(), meeting, "sip")
-
-    def admit_participant(self, meeting: str, participant_id: str) -> bool:
-        """Let a caller waiting in the lobby join (the control API's admit command)."""
-        return admit_waiting(self._calls.values(), meeting, participant_id)
-
-    def _media_ended(self, entry: LegacyCall, why: str) -> None:
-        if not entry.ended:
-            log.info("call.media_ended", call=entry.label, meeting=entry.meeting, why=why)
-            self._end_from_gateway(entry, why, by="media")
+    def _hang_up(self, entry: LegacyCall, reason: str, *, by: str) -> None:
+        """BYE with ``Reason:`` (the API, media, shutdown)."""
+        self._end_from_gateway(entry, reason, by=by)
 
     def _end_from_gateway(self, entry: LegacyCall, reason: str, *, by: str) -> None:
         entry.ended = True
@@ -706,99 +675,35 @@ class CallController:
             self.roster, entry.meeting, session, protocol="sip", transport=transport, codec=codec,
             legacy_encryption=legacy_encryption, pseudonym=entry.pseudonym)
 
-    def _leave_roster(self, entry: LegacyCall, by: str) -> None:
-        participant, entry.participant = entry.participant, None
-        leave_roster(self.roster, self.metrics, participant, by)
-
-    def set_participant_muted(self, meeting: str, participant_id: str, muted: bool) -> bool:
-        """Stop (or resume) forwarding an answered caller's audio to the core; False: no such call."""
-        for entry in self._calls.values():
-            if entry.meeting == meeting and entry.participant is not None \
-                    and entry.participant.id == participant_id and entry.session is not None:
-                set_muted(entry.session, muted)
-                entry.participant.muted = muted
-                log.info("call.muted" if muted else "call.unmuted", call=entry.label, meeting=meeting)
-                return True
-        return False
-
-    def end_participant(self, meeting: str, participant_id: str, reason: str) -> bool:
-        """Hang up the legacy call of roster participant ``participant_id`` (BYE with ``Reason:``)."""
-        for entry in list(self._calls.values()):
-            if entry.meeting == meeting and ((entry.participant is not None and entry.participant.id
-                                              == participant_id) or entry.lobby_id == participant_id):
-                self._end_from_gateway(entry, reason, by="api")
-                return True
-        return False
-
-    async def end_meeting(self, meeting: str, reason: str) -> int:
-        """Hang up every legacy call to ``meeting`` (answered or still joining) and wait, briefly,
-        for their media to leave the core; returns how many calls were ended."""
-        entries = [e for e in self._calls.values() if e.meeting == meeting]
-        for entry in entries:
-            self._end_from_gateway(entry, reason, by="api")
-        pending = [t for e in entries for t in e.tasks]
-        if pending:
-            await asyncio.wait(pending, timeout=5)
-        return len(entries)
-
     def apply_policy(self, policy: Policy) -> int:
-        """Use a reloaded ``policy`` for new calls at once; under ``on_tighten: end``, also end the
-        answered calls it no longer admits (``legacy_media``/``signaling`` tightened for their
-        meeting) with a BYE whose ``Reason:`` names the rule.  Returns how many were ended.
+        """Use a reloaded ``policy`` for new calls at once; end the calls still in the IVR (meeting
+        chosen) or the lobby it now refuses; under ``on_tighten: end``, also the answered calls it
+        no longer admits (``legacy_media``/``signaling`` tightened for their meeting), each with a
+        BYE whose ``Reason:`` names the rule.  Returns how many were ended.
 
         Other calls keep the policy they were admitted under: a reload must not drop people for
         changes (codecs, protocols) that do not make their call less safe than the policy wants.
         """
-        from gateway.policy_reload import tightened_out, tightened_reason
+        from gateway.policy_reload import (
+            joining_refused,
+            tightened_out,
+            tightened_reason,
+        )
 
-        self.policy = policy
-        ended = self._recheck_joining(policy)
-        if policy.on_tighten != "end":
-            return ended
-        for entry in list(self._calls.values()):
-            if entry.ended or entry.participant is None:
-                continue
-            refusal = tightened_out(policy, meeting=entry.meeting, protocol="sip",
-                                    transport=entry.call.transport,
-                                    legacy_encryption=entry.participant.legacy_encryption)
-            if refusal is not None:
-                log.info("call.ended_by_policy", call=entry.label, meeting=entry.meeting, rule=refusal.rule)
-                self._end_from_gateway(entry, tightened_reason(refusal), by="policy")
-                ended += 1
-        return ended
+        def joining(entry: LegacyCall) -> Refuse | None:
+            assert entry.legacy is not None  # only calls the IVR or the lobby holds are asked
+            return joining_refused(policy, meeting=entry.meeting, protocol="sip",
+                                   transport=entry.call.transport, source=entry.call.source[0],
+                                   legacy_encryption=entry.legacy.encryption)
 
-    def _recheck_joining(self, policy: Policy) -> int:
-        """End the calls still in the IVR (meeting chosen) or the lobby that ``policy`` now refuses
-        (:func:`gateway.policy_reload.joining_refused`), BYE ``Reason:`` naming the rule."""
-        from gateway.policy_reload import joining_refused, tightened_reason
+        def joined(entry: LegacyCall) -> Refuse | None:
+            assert entry.participant is not None  # only answered calls are asked
+            return tightened_out(policy, meeting=entry.meeting, protocol="sip",
+                                 transport=entry.call.transport,
+                                 legacy_encryption=entry.participant.legacy_encryption)
 
-        ended = 0
-        for entry in list(self._calls.values()):
-            if entry.ended or entry.participant is not None or entry.legacy is None or not entry.meeting:
-                continue
-            refusal = joining_refused(policy, meeting=entry.meeting, protocol="sip",
-                                      transport=entry.call.transport, source=entry.call.source[0],
-                                      legacy_encryption=entry.legacy.encryption)
-            if refusal is not None:
-                log.info("call.ended_by_policy", call=entry.label, meeting=entry.meeting, rule=refusal.rule,
-                         stage="lobby" if entry.lobby_id is not None else "ivr")
-                self._end_from_gateway(entry, tightened_reason(refusal), by="policy")
-                ended += 1
-        return ended
-
-    def _close_media(self, entry: LegacyCall) -> None:
-        if entry.ivr_task is not None:
-            entry.ivr_task.cancel()
-        legacy, entry.legacy = entry.legacy, None
-        if legacy is not None:
-            legacy.close()
-        session, entry.session = entry.session, None
-        if session is not None:
-            task = asyncio.ensure_future(session.close())
-            entry.tasks.add(task)
-            task.add_done_callback(entry.tasks.discard)
-            task.add_done_callback(lambda _t: self.live.prune())  # the meeting may have ended
-        self.live.prune()
+        return self._apply_policy(policy, joining=joining, joined=joined, end=lambda entry, refusal:
+                                  self._end_from_gateway(entry, tightened_reason(refusal), by="policy"))
 
     def _forget(self, entry: LegacyCall, *, refused: str | None = None) -> None:
         if refused is not None and self.metrics is not None:

@@ -272,11 +272,16 @@ class MediaConfig(_Section):
     """Legacy-side RTP: the address the RTP ports bind to, the UDP port range, and
     ``public_address``: the address written into SDP answers (RFC 8866 5.7 ``c=``) when the
     gateway sits behind a 1:1 NAT and peers must reach it on another address than the one it
-    binds (default: ``address``).  Never a wildcard: peers must be able to send to it."""
+    binds (default: ``address``).  Never a wildcard: peers must be able to send to it.
+    ``passthrough``: whether G.711 calls may take the RTP fast path (``auto``) or not (``off``)."""
 
     address: ConcreteIp = "127.0.0.1"
     ports: PortRangeField = Field(default_factory=lambda: PortRange(20000, 29999))
     public_address: ConcreteIp | None = None
+    #: ``auto``: a G.711 call whose core side answered the same codec both ways relays RTP
+    #: packets untouched (:mod:`bridge.fastpath`: no decode, resample or re-encode); ``off``
+    #: (the default until the fast path is proven): every call is transcoded.
+    passthrough: Literal["auto", "off"] = "off"
 
     @property
     def advertised_address(self) -> str:

@@ -7,6 +7,11 @@ ACK's answer arrives (:meth:`DelayedOfferNegotiation.answered`).  An ACK without
 answer makes the SIP core send BYE with ``Reason: SIP;cause=488`` naming why
 (``sip.ack.answer_refused``); the controller then only sees the call end.
 
+A re-INVITE without SDP (RFC 3261 14.2; CUCM on transfer and resume) is the same exchange
+inside a running call: :class:`ReofferWithoutSdp` offers our current SDP again and applies
+the ACK's answer to the running leg with :func:`retarget_leg` (what a re-INVITE *with* SDP
+also goes through in :mod:`gateway.calls`).
+
 Admission: a delayed offer has no offer to read ``media_security`` from, so the policy decides
 it (:func:`delayed_offer_security`): we offer SDES-SRTP under ``prefer-srtp`` and
 ``require-srtp`` (so ``sdes``), plain RTP otherwise (``plain``).
@@ -15,15 +20,24 @@ it (:func:`delayed_offer_security`): we offer SDES-SRTP under ``prefer-srtp`` an
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import structlog
 
+from bridge.codecs import codec_by_name
 from bridge.legacy_leg import LegacyAudioLeg
 from bridge.ports import NoFreePort, PortAllocator, PortLease
 from bridge.session import allocate_legacy_leg
+from bridge.srtp import SdesSrtp
 from gateway.policy import Policy
 from sip.calls import InboundCall
-from sip.delayed_offer import LocalOffer, build_offer, choose_answer, srtp_for_policy
+from sip.delayed_offer import (
+    LocalOffer,
+    build_offer,
+    choose_answer,
+    reoffer_current,
+    srtp_for_policy,
+)
 from sip.offer_answer import AudioChoice, MediaSecurity, OfferRejected
 from sip.sdp import SessionDescription
 
@@ -134,3 +148,53 @@ class DelayedOfferNegotiation:
         lease, self._lease = self._lease, None
         if lease is not None:
             lease.release()
+
+
+def retarget_leg(leg: LegacyAudioLeg, choice: AudioChoice, direction: str) -> str | None:
+    """Apply a renegotiated audio choice to the running leg (RFC 3264 8): the peer's new
+    address and port, a codec of the same sample rate, new SRTP contexts only when an SDES
+    key changed (RFC 4568 7.1.4), hold/resume from the peer's ``direction`` (or a ``c=``
+    of 0.0.0.0).  Returns why it cannot be applied (the leg is then unchanged), else None."""
+    srtp, crypto = leg.srtp, choice.crypto
+    if crypto is not None and not (srtp is not None and srtp.suite == crypto.suite
+                                   and srtp.remote_key == crypto.remote.key
+                                   and srtp.local_key == crypto.local.key):
+        srtp = SdesSrtp(crypto.suite, remote_key=crypto.remote.key, local_key=crypto.local.key)
+    sending = direction in ("sendrecv", "recvonly") and choice.remote_address not in ("0.0.0.0", "::")
+    try:
+        leg.renegotiate(codec=codec_by_name(choice.encoding), payload_type=choice.payload_type,
+                        remote_address=choice.remote_address, remote_port=choice.remote_port,
+                        telephone_event_pt=choice.telephone_event_pt, srtp=srtp, sending=sending)
+    except (ValueError, KeyError) as exc:
+        return str(exc)
+    return None
+
+
+class ReofferWithoutSdp:
+    """A re-INVITE without SDP in a running call (RFC 3261 14.2, RFC 3264 8): :meth:`offer`
+    is ``call.on_offer_request`` (our current SDP, ``sendrecv``), :meth:`answer` is
+    ``call.on_answer`` (the ACK's answer, read with :func:`sip.delayed_offer.choose_answer`
+    and handed to ``apply(choice, direction)``, which re-targets the leg or says why not).
+    A reason returned from :meth:`answer` makes the SIP core end the call with BYE."""
+
+    def __init__(self, apply: Callable[[AudioChoice, str], str | None]) -> None:
+        self._apply = apply
+        self._offer: LocalOffer | None = None
+
+    def offer(self, call: InboundCall) -> str:
+        """The offer for the 2xx (raises ``OfferRejected``/``SdpParseError`` when the call has
+        no current SDP with audio: the SIP core then repeats it and the answer is refused)."""
+        self._offer = None
+        self._offer = reoffer_current(SessionDescription.parse(call.answer_sdp or ""))
+        return str(self._offer)
+
+    def answer(self, call: InboundCall, answer: SessionDescription) -> str | None:
+        """The ACK's answer: None when applied, else the reason for the BYE."""
+        offer, self._offer = self._offer, None
+        if offer is None:
+            return "no offer of ours is waiting for an answer"
+        try:
+            choice = choose_answer(offer, answer)
+        except OfferRejected as exc:
+            return exc.reason
+        return self._apply(choice, answer.media[offer.audio_index].direction)

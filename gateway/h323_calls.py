@@ -30,28 +30,30 @@ Connect, so the caller hears the meeting from the first packet.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
+from bridge.bitrate import BitrateGovernor
 from bridge.dtmf_sender import (
-    DEFAULT_DURATION_MS,
     DEFAULT_GAP_MS,
     check_duration,
     validate_digits,
 )
+from bridge.keyframe import KeyframeTranslator, Method, Side, h323_caps
 from bridge.legacy_leg import LegacyAudioLeg
 from bridge.ports import NoFreePort, PortAllocator, PortLease
 from bridge.session import MediaSession, allocate_legacy_leg
 from gateway.admission import Admit, Refuse
 from gateway.dialstring import DialString, parse_dial_string
 from gateway.ivr import IvrHangup, LegIO
-from gateway.ivr.detour import admit_waiting, converse, wait_in_lobby, waiting
-from gateway.live_meeting import LOCK_RULE, LiveOverrides, set_muted
+from gateway.ivr.detour import converse, wait_in_lobby
+from gateway.live_meeting import LOCK_RULE, LiveOverrides
 from gateway.metrics import Metrics
-from gateway.participation import DtmfRelayTarget, join_roster, leave_roster, relay_dtmf
+from gateway.participation import LegacyCallController, join_roster
 from gateway.pinlock import PinAttempts
 from gateway.policy import Policy
 from gateway.roster import Roster, RosterParticipant
@@ -59,6 +61,9 @@ from h323.call import (
     CallOffered,
     CallReleased,
     DtmfReceived,
+    FastStartOffer,
+    FlowControl,
+    KeyframeRequested,
     MediaReady,
     choose_fast_start,
 )
@@ -169,33 +174,33 @@ class H323LegacyCall:
     #: Waiting in the lobby: the id the control API admits it by (None otherwise).
     lobby_id: str | None = None
     admitted: asyncio.Event | None = None
+    #: Keyframe requests both ways through the one translator (made on first use).
+    keyframes: KeyframeTranslator | None = None
+    #: Our video channel toward the caller and its encoder target (flowControlCommand feeds it);
+    #: None while the call carries no video.
+    video_channel: int | None = None
+    bitrate: BitrateGovernor | None = None
 
 
-class H323CallController:
-    """The H.323 transport's ``H323CallHandler``: admits, bridges and ends H.323 calls."""
+class H323CallController(LegacyCallController[H323LegacyCall]):
+    """The H.323 transport's ``H323CallHandler``: admits, bridges and ends H.323 calls (what
+    does not depend on H.323 is :class:`gateway.participation.LegacyCallController`'s)."""
+
+    protocol = "h323"
+    _log = log
 
     def __init__(self, *, reactor: Any, policy: Policy, core_url: str, media_address: str,
                  ports: PortAllocator, roster: Roster | None = None, metrics: Metrics | None = None,
                  pins: PinAttempts | None = None, live: LiveOverrides | None = None) -> None:
-        self._reactor = reactor
-        #: Operator edits of running meetings (lock, PIN); the app shares the SIP controller's.
-        self.live = live if live is not None else LiveOverrides(lambda m: bool(self.roster.participants(m)))
-        #: Wrong-PIN counts per (meeting, source); the app shares the SIP controller's.
-        self.pins = pins if pins is not None else PinAttempts()
-        self.policy = policy
-        self.roster = roster if roster is not None else Roster()
-        self.metrics = metrics
-        self._core_url = core_url
-        self._media_address = media_address
-        self._ports = ports
-        self._calls: dict[int, H323LegacyCall] = {}
+        super().__init__(reactor=reactor, policy=policy, core_url=core_url, media_address=media_address,
+                         ports=ports, roster=roster, metrics=metrics, pins=pins, live=live,
+                         has_participants=lambda m: bool(self.roster.participants(m)))
         #: RAS registration (``gateway.h323_ras.RasRegistration``): ARQ before answering, DRQ at the end.
         self.ras: Any = None
         #: DTMF hook ``on_dtmf(meeting, participant_id_or_label, digit)`` (userInputIndication).
         self.on_dtmf: Callable[[str, str, str], None] | None = None
-        #: Controllers a relayed digit (``dtmf_relay: true``) goes to: this one and, when the
-        #: gateway runs both, the SIP one (``Gateway`` links them).
-        self.dtmf_relay_targets: list[DtmfRelayTarget] = [self]
+        #: Monotonic seconds for the keyframe translator's coalescing (tests inject a fake).
+        self.clock: Callable[[], float] = time.monotonic
 
     # -- H323CallHandler ----------------------------------------------------------------------
 
@@ -235,39 +240,6 @@ class H323CallController:
 
     # -- DTMF toward callers (relay, control API) ---------------------------------------------
 
-    def _relay(self, entry: H323LegacyCall, digit: str) -> None:
-        """A joined caller's digit to the meeting's other legacy participants (``dtmf_relay``);
-        never the IVR's/lobby's digits (``on_digit`` set) nor a caller not yet on the roster."""
-        if entry.on_digit is None and entry.participant is not None and not entry.ended:
-            relay_dtmf(self.policy, entry.meeting, digit, sender=entry.participant.id,
-                       targets=self.dtmf_relay_targets)
-
-    def send_dtmf(self, meeting: str, participant_id: str, digits: str,
-                  duration_ms: int = DEFAULT_DURATION_MS) -> bool:
-        """Key ``digits`` toward H.323 participant ``participant_id`` (the control API); False if
-        there is none, :class:`DtmfError` for digits or a duration that cannot be sent."""
-        for entry in list(self._calls.values()):
-            if entry.meeting == meeting and not entry.ended and entry.participant is not None \
-                    and entry.participant.id == participant_id:
-                self._send_dtmf(entry, digits, duration_ms, why="api")
-                return True
-        return False
-
-    def send_dtmf_to_meeting(self, meeting: str, digits: str, *, besides: str | None) -> int:
-        """Key ``digits`` toward every answered H.323 caller in ``meeting`` but ``besides``."""
-        sent = 0
-        for entry in list(self._calls.values()):
-            if entry.meeting == meeting and not entry.ended and entry.participant is not None \
-                    and entry.participant.id != besides:
-                try:
-                    self._send_dtmf(entry, digits, DEFAULT_DURATION_MS, why="relay")
-                except ValueError as exc:  # DtmfError: not keypad digits
-                    log.info("call.dtmf_not_sent", call=entry.label, meeting=meeting, why="relay",
-                             detail=str(exc))
-                    continue
-                sent += 1
-        return sent
-
     def _send_dtmf(self, entry: H323LegacyCall, digits: str, duration_ms: int, *, why: str) -> None:
         """userInputIndication, the way H.245 negotiated (``signal`` when the peer's TCS lists
         ``dtmf``, else ``alphanumeric``), one per digit paced like RFC 4733 events (duration +
@@ -301,19 +273,6 @@ class H323CallController:
 
     # -- application --------------------------------------------------------------------------
 
-    @property
-    def active_calls(self) -> int:
-        return len(self._calls)
-
-    async def hangup_all(self, reason: str = "gateway shutting down") -> None:
-        """Release every H.323 call (endSessionCommand + ReleaseComplete), e.g. at shutdown."""
-        entries = list(self._calls.values())
-        for entry in entries:
-            self._end_from_gateway(entry, by="shutdown")
-        pending = [t for e in entries for t in e.tasks]
-        if pending:
-            await asyncio.wait(pending, timeout=2)
-
     def release_call(self, conn_id: int, *, by: str) -> bool:
         """Release one call by its connection id (e.g. the gatekeeper disengaged it)."""
         entry = self._calls.get(conn_id)
@@ -322,78 +281,84 @@ class H323CallController:
         self._end_from_gateway(entry, by=by)
         return True
 
-    def request_keyframe(self, call: H323LegacyCall | int | str) -> bool:
-        """Ask the caller for a keyframe: H.245 ``miscellaneousCommand videoFastUpdatePicture``.
-        ``call`` is the call record, its connection id or its roster participant id."""
+    def request_keyframe(self, call: H323LegacyCall | int | str, reason: str = "core_request") -> bool:
+        """The core needs a keyframe of the caller's video: through the call's
+        :class:`bridge.keyframe.KeyframeTranslator` (requests within 250 ms of the last are
+        coalesced) to H.245 ``miscellaneousCommand videoFastUpdatePicture``.  ``call`` is the call
+        record, its connection id or its roster participant id.  True if a request went out."""
         entry = call if isinstance(call, H323LegacyCall) else next(
             (e for e in self._calls.values()
              if e.conn.id == call or (e.participant is not None and e.participant.id == call)), None)
         if entry is None or entry.ended:
             return False
-        sent = entry.conn.request_keyframe()
+        sent = False
+        for action in self._keyframes(entry).from_core(reason):
+            if action.method is Method.H245:
+                sent = entry.conn.request_keyframe() or sent
         log.info("h323.keyframe.requested", call=entry.label, meeting=entry.meeting, sent=sent)
         return sent
 
-    def set_participant_muted(self, meeting: str, participant_id: str, muted: bool) -> bool:
-        """Stop (or resume) forwarding an answered caller's audio to the core; False: no such call."""
-        for entry in self._calls.values():
-            if entry.meeting == meeting and entry.participant is not None \
-                    and entry.participant.id == participant_id and entry.session is not None:
-                set_muted(entry.session, muted)
-                entry.participant.muted = muted
-                log.info("call.muted" if muted else "call.unmuted", call=entry.label, meeting=meeting)
-                return True
-        return False
+    def keyframe_requested(self, conn: H323Connection, event: KeyframeRequested) -> None:
+        """The caller sent ``videoFastUpdatePicture``: it lost the picture we send it, so the core
+        side forces a keyframe (through the translator, coalesced)."""
+        entry = self._calls.get(conn.id)
+        if entry is None or entry.ended:
+            return
+        forced = False
+        for action in self._keyframes(entry).from_legacy("h245"):
+            if action.toward is Side.CORE:
+                video = entry.session.video if entry.session is not None else None
+                hook = video.on_core_keyframe if video is not None else None
+                if hook is not None:
+                    hook()
+                    forced = True
+        log.info("h323.keyframe.received", call=entry.label, meeting=entry.meeting, channel=event.channel,
+                 forced=forced)
 
-    def end_participant(self, meeting: str, participant_id: str, reason: str) -> bool:
-        for entry in list(self._calls.values()):
-            if entry.meeting == meeting and entry.participant is not None \
-                    and entry.participant.id == participant_id:
-                self._end_from_gateway(entry, by="api")
-                return True
-        return False
+    def flow_control(self, conn: H323Connection, event: FlowControl) -> None:
+        """The caller sent ``flowControlCommand`` (H.245 8.11): a limit on what we send it.  It
+        moves the video encoder's target (:meth:`BitrateGovernor.flow_control`) when it names our
+        video channel or the whole multiplex and the call has video; otherwise it is only logged.
+        A command: nothing is answered."""
+        entry = self._calls.get(conn.id)
+        if entry is None or entry.ended:
+            return
+        governor = entry.bitrate
+        applies = governor is not None and (
+            event.scope == "wholeMultiplex"
+            or (event.scope == "logicalChannelNumber" and event.target == entry.video_channel))
+        target = governor.flow_control(event.maximum_bit_rate) if applies and governor is not None else None
+        log.info("h323.flow_control", call=entry.label, meeting=entry.meeting, scope=event.scope,
+                 target=event.target, maximum_bps=None if event.maximum_bit_rate is None else event.maximum_bit_rate * 100,
+                 applied=applies, target_bps=target)
 
-    async def end_meeting(self, meeting: str, reason: str) -> int:
-        entries = [e for e in self._calls.values() if e.meeting == meeting]
-        for entry in entries:
-            self._end_from_gateway(entry, by="api")
-        pending = [t for e in entries for t in e.tasks]
-        if pending:
-            await asyncio.wait(pending, timeout=5)
-        return len(entries)
+    def _keyframes(self, entry: H323LegacyCall) -> KeyframeTranslator:
+        if entry.keyframes is None:
+            entry.keyframes = KeyframeTranslator(h323_caps(), clock=self.clock, call=entry.label)
+        return entry.keyframes
 
     def apply_policy(self, policy: Policy) -> int:
         """Use a reloaded ``policy`` for new calls; under ``on_tighten: end``, release the answered
         H.323 calls (always plain RTP over TCP) it no longer admits.  Returns how many."""
         from gateway.policy_reload import joining_refused, tightened_out
 
-        self.policy = policy
-        ended = 0
-        # Still in the IVR (meeting chosen) or the lobby: the new policy decides, whatever on_tighten.
-        for entry in list(self._calls.values()):
-            if entry.ended or entry.participant is not None or entry.legacy is None or not entry.meeting:
-                continue
-            refusal = joining_refused(policy, meeting=entry.meeting, protocol="h323", transport="tcp",
-                                      legacy_encryption="plain", source=entry.conn.peer[0])
-            if refusal is not None:
-                log.info("call.ended_by_policy", call=entry.label, meeting=entry.meeting, rule=refusal.rule,
-                         stage="lobby" if entry.lobby_id is not None else "ivr")
-                hangup = IvrHangup(refusal.warning, refusal.rule)
-                self._end_from_gateway(entry, by="policy",
-                                       release=(*release_for_ivr(hangup), f"refused by rule {refusal.rule}"))
-                ended += 1
-        if policy.on_tighten != "end":
-            return ended
-        for entry in list(self._calls.values()):
-            if entry.ended or entry.participant is None:
-                continue
-            refusal = tightened_out(policy, meeting=entry.meeting, protocol="h323", transport="tcp",
-                                    legacy_encryption="plain")
-            if refusal is not None:
-                log.info("call.ended_by_policy", call=entry.label, meeting=entry.meeting, rule=refusal.rule)
+        def joining(entry: H323LegacyCall) -> Refuse | None:
+            return joining_refused(policy, meeting=entry.meeting, protocol="h323", transport="tcp",
+                                   legacy_encryption="plain", source=entry.conn.peer[0])
+
+        def joined(entry: H323LegacyCall) -> Refuse | None:
+            return tightened_out(policy, meeting=entry.meeting, protocol="h323", transport="tcp",
+                                 legacy_encryption="plain")
+
+        def end(entry: H323LegacyCall, refusal: Refuse) -> None:
+            if entry.participant is not None:  # answered: a plain release, as before the reload
                 self._end_from_gateway(entry, by="policy")
-                ended += 1
-        return ended
+                return
+            hangup = IvrHangup(refusal.warning, refusal.rule)
+            self._end_from_gateway(entry, by="policy",
+                                   release=(*release_for_ivr(hangup), f"refused by rule {refusal.rule}"))
+
+        return self._apply_policy(policy, joining=joining, joined=joined, end=end)
 
     # -- the call -----------------------------------------------------------------------------
 
@@ -430,37 +395,19 @@ class H323CallController:
         if self.metrics is not None:
             self.metrics.call_admitted("h323", "tcp")
         entry.pseudonym = self.roster.new_pseudonym(entry.meeting)
-        try:
-            entry.lease = self._ports.allocate()
-        except (NoFreePort, OSError) as exc:
-            bound.error("call.media_failed", stage="allocate", error=str(exc))
-            self._refuse(entry, "gatewayResources", 47, "no media port available", rule="media-port")
+        media = await self._media_for(entry, choice, bound)
+        if media is None:
             return
-        local_rtp = (self._media_address, entry.lease.rtp_port)
+        local_rtp, codec, remote = media
         if choice is not None:
             conn.ring()
-            codec, remote = choice.codec, choice.remote_rtp
-        else:
-            # Slow start: Connect now, H.245 opens the channels, then the bridge.
-            entry.media = asyncio.get_running_loop().create_future()
-            conn.accept(local_rtp=local_rtp)
-            entry.answered = True
-            try:
-                media = await entry.media
-            except asyncio.CancelledError:
-                self._release_lease(entry)
-                return
-            codec, remote = media.codec, media.remote_rtp
-        if entry.ended:
-            self._release_lease(entry)
-            return
         try:
             session = MediaSession.allocate(
                 reactor=self._reactor, meeting=entry.meeting, core_url=self._core_url,
                 media_address=self._media_address,
                 port_allocator=_PreparedPorts(entry.lease, self._media_address),  # type: ignore[arg-type]
                 encoding=codec, payload_type=PAYLOAD_TYPES[codec], remote_address=remote[0],
-                remote_port=remote[1], display_name=entry.pseudonym)
+                remote_port=remote[1], display_name=entry.pseudonym, passthrough=self.passthrough)
         except (NoFreePort, OSError, ValueError, KeyError) as exc:
             bound.error("call.media_failed", stage="allocate", error=str(exc))
             self._release_lease(entry)
@@ -489,54 +436,54 @@ class H323CallController:
                    fast_start=choice is not None, remote_port=remote[1],
                    participant=entry.participant.id if entry.participant else None)
 
+    async def _media_for(self, entry: H323LegacyCall, choice: FastStartOffer | None,
+                         bound: Any) -> tuple[tuple[str, int], str, tuple[str, int]] | None:
+        """Take the call's RTP port pair (before the codec is known: the OpenLogicalChannelAck
+        must name it), then the codec and the caller's RTP address: from the Fast Start proposal
+        ``choice``, else (slow start) Connect now and wait until H.245 has opened both logical
+        channels.  Our RTP address, codec, remote; None when refused or the call ended meanwhile."""
+        try:
+            entry.lease = self._ports.allocate()
+        except (NoFreePort, OSError) as exc:
+            bound.error("call.media_failed", stage="allocate", error=str(exc))
+            self._refuse(entry, "gatewayResources", 47, "no media port available", rule="media-port")
+            return None
+        local_rtp = (self._media_address, entry.lease.rtp_port)
+        if choice is not None:
+            codec, remote = choice.codec, choice.remote_rtp
+        else:
+            entry.media = asyncio.get_running_loop().create_future()
+            entry.conn.accept(local_rtp=local_rtp)
+            entry.answered = True
+            try:
+                media = await entry.media
+            except asyncio.CancelledError:
+                self._release_lease(entry)
+                return None
+            codec, remote = media.codec, media.remote_rtp
+        if entry.ended:
+            self._release_lease(entry)
+            return None
+        return local_rtp, codec, remote
+
     # -- policy checks, the IVR and the lobby --------------------------------------------------
 
     def check(self, entry: H323LegacyCall, meeting: str, pin: str | None) -> Admit | Refuse:
         """The policy decision for ``entry`` joining ``meeting`` with ``pin`` (live edits applied);
         counts a wrong PIN against the caller's source, shared with SIP callers."""
-        source = entry.conn.peer[0]
-        mp = self.live.effective_policy(self.policy, meeting).for_meeting(meeting)
-        decision = self.live.decide(self.policy, meeting=meeting, protocol="h323", transport="tcp",
-                                    media_security="plain", source=source, pin=pin,
-                                    locked_out=mp is not None and mp.pin is not None
-                                    and self.pins.locked(meeting, source, mp.pin_attempts),
-                                    participants=len(self.roster.participants(meeting)))
-        if isinstance(decision, Refuse) and decision.policy is not None \
-                and decision.rule == decision.policy.rule("pin"):
-            log.info("call.pin_wrong", call=entry.label, meeting=meeting, wrong=self.pins.wrong(meeting, source),
-                     limit=decision.policy.pin_attempts)
-        elif isinstance(decision, Admit) and pin is not None and decision.policy.pin is not None:
-            self.pins.succeeded(meeting, source)
-        return decision
+        return self._decide(entry, meeting, pin, source=entry.conn.peer[0], protocol="h323", transport="tcp",
+                            media_security="plain", participants=len(self.roster.participants(meeting)))
 
     async def _detour(self, entry: H323LegacyCall, first: Admit | None, bound: Any) -> None:
         """Connect with a media leg of our own (Fast Start, or after H.245 opened the channels), ask
         by voice for what is missing (digits by userInputIndication or RFC 4733), wait in the lobby
         if the meeting has one, then join on the same RTP leg -- or release with the rule."""
         conn, offer = entry.conn, entry.offer
-        try:
-            entry.lease = self._ports.allocate()
-        except (NoFreePort, OSError) as exc:
-            bound.error("call.media_failed", stage="allocate", error=str(exc))
-            self._refuse(entry, "gatewayResources", 47, "no media port available", rule="media-port")
-            return
-        local_rtp = (self._media_address, entry.lease.rtp_port)
         choice = choose_fast_start(offer.fast_start, FAST_START_CODECS)
-        if choice is not None:
-            codec, remote = choice.codec, choice.remote_rtp
-        else:
-            entry.media = asyncio.get_running_loop().create_future()
-            conn.accept(local_rtp=local_rtp)
-            entry.answered = True
-            try:
-                media = await entry.media
-            except asyncio.CancelledError:
-                self._release_lease(entry)
-                return
-            codec, remote = media.codec, media.remote_rtp
-        if entry.ended:
-            self._release_lease(entry)
+        media = await self._media_for(entry, choice, bound)
+        if media is None:
             return
+        local_rtp, codec, remote = media
         try:
             legacy = allocate_legacy_leg(
                 media_address=self._media_address,
@@ -582,32 +529,12 @@ class H323CallController:
         if entry.ended:
             return
         entry.pseudonym = self.roster.new_pseudonym(entry.meeting)
-        session = MediaSession.around_legacy(legacy, reactor=self._reactor, meeting=entry.meeting,
-                                             core_url=self._core_url, display_name=entry.pseudonym)
-        entry.legacy, entry.session, entry.on_digit = None, session, None
-        session.on_ended = lambda why: self._media_ended(entry, why)
-        session.webrtc.publish_params = {"leg": "h323", "enc": "plain"}
-        try:
-            await session.start()
-        except Exception as exc:  # noqa: BLE001 - the call is connected: release it cleanly
-            bound.error("call.media_failed", stage="join", error=str(exc))
-            if not entry.ended:
-                self._end_from_gateway(entry, by="media")
+        session = await self._join_on_leg(entry, legacy, codec=codec, bound=bound,
+                                          publish={"leg": "h323", "enc": "plain"})
+        if session is None:
             return
-        if entry.ended:
-            self._close_media(entry)
-            return
-        self._join_roster(entry, session, codec)
         bound.info("call.answered", meeting=entry.meeting, local_port=session.local_port, codec=codec,
                    entry_by="ivr", participant=entry.participant.id if entry.participant else None)
-
-    def lobby(self, meeting: str) -> list[dict[str, str]]:
-        """H.323 callers waiting in ``meeting``'s lobby, for the control API (ids only)."""
-        return waiting(self._calls.values(), meeting, "h323")
-
-    def admit_participant(self, meeting: str, participant_id: str) -> bool:
-        """Let an H.323 caller waiting in the lobby join (the control API's admit command)."""
-        return admit_waiting(self._calls.values(), meeting, participant_id)
 
     def _refuse(self, entry: H323LegacyCall, reason: str, cause: int, text: str, *, rule: str) -> None:
         if self.metrics is not None:
@@ -617,10 +544,9 @@ class H323CallController:
         self._release_lease(entry)
         entry.conn.reject(reason, cause=cause, display=text)
 
-    def _media_ended(self, entry: H323LegacyCall, why: str) -> None:
-        if not entry.ended:
-            log.info("call.media_ended", call=entry.label, meeting=entry.meeting, why=why)
-            self._end_from_gateway(entry, by="media")
+    def _hang_up(self, entry: H323LegacyCall, reason: str, *, by: str) -> None:
+        """Release (endSessionCommand + ReleaseComplete, normal clearing): the API, media, shutdown."""
+        self._end_from_gateway(entry, by=by)
 
     def _end_from_gateway(self, entry: H323LegacyCall, *, by: str,
                           release: tuple[str, int, str] | None = None) -> None:
@@ -646,24 +572,9 @@ class H323CallController:
             self.roster, entry.meeting, session, protocol="h323", transport="tcp", codec=codec,
             legacy_encryption="plain", pseudonym=entry.pseudonym)
 
-    def _leave_roster(self, entry: H323LegacyCall, by: str) -> None:
-        participant, entry.participant = entry.participant, None
-        leave_roster(self.roster, self.metrics, participant, by)
-
     def _close_media(self, entry: H323LegacyCall) -> None:
-        if entry.ivr_task is not None:
-            entry.ivr_task.cancel()
-        legacy, entry.legacy = entry.legacy, None
-        if legacy is not None:
-            legacy.close()
-        self._release_lease(entry)
-        session, entry.session = entry.session, None
-        if session is not None:
-            task = asyncio.ensure_future(session.close())
-            entry.tasks.add(task)
-            task.add_done_callback(entry.tasks.discard)
-            task.add_done_callback(lambda _t: self.live.prune())  # the meeting may have ended
-        self.live.prune()
+        self._release_lease(entry)  # a port pair taken before the codec was known
+        super()._close_media(entry)
 
     @staticmethod
     def _release_lease(entry: H323LegacyCall) -> None:

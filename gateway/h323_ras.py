@@ -5,7 +5,8 @@ and :class:`gateway.h323_calls.H323CallController`.
   (:class:`h323.ras_client.RasClient`), asks admission (ARQ, H.225.0 7.7.8) for every incoming
   call before it is answered (an ARJ or no answer releases the call with a ReleaseComplete
   reason, :func:`release_for_arj`), disengages (DRQ) when the call ends, releases a call the
-  gatekeeper disengages, and unregisters (URQ) at shutdown.
+  gatekeeper disengages, answers its IRQs with IRRs (and sends them unsolicited at the ACF's
+  ``irrFrequency``), and unregisters (URQ) at shutdown.
 - ``h323.gatekeeper: own``: :class:`h323.gatekeeper.Gatekeeper` answers endpoints on
   ``h323.ras.listen``; an alias is a meeting when the policy would admit an H.323 call to it.
 """
@@ -90,7 +91,8 @@ class RasRegistration:
         self.endpoint.run(lambda now: self.client.admit(
             key, now, conference_id=offer.call_identifier, call_identifier=offer.call_identifier,
             call_reference=offer.call_reference, destination=destination,
-            source=offer.source_aliases))
+            source=offer.source_aliases,  # the caller's signalling address goes into our IRRs
+            remote_signal_address=TransportAddress(*offer.source) if offer.source is not None else None))
         try:
             verdict = await fut
         finally:

@@ -42,7 +42,7 @@ REFUSAL_REASONS = ("meeting-id", "unknown_meetings", "protocols", "legacy_media"
                    "audio-codec", "offer-required", "media-port", "join-failed", "other")
 #: Who or what ended a call (``sip.calls.EndReason`` values plus the gateway's own reasons).
 END_REASONS = ("remote-bye", "cancelled", "ack-timeout", "local-hangup", "transport-error",
-               "media", "api", "shutdown", "policy", "other")
+               "session-expired", "answer-refused", "media", "api", "shutdown", "policy", "other")
 DROP_REASONS = ("wrong_source", "bad_packet", "wrong_pt", "late")
 DIRECTIONS = ("in", "out")
 HTTP_METHODS = ("GET", "DELETE", "POST", "PUT", "PATCH", "other")

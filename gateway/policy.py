@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
 from gateway.yamlmarks import (
@@ -126,20 +126,13 @@ def setting_text(setting: str, value: Any) -> str:
     return str(value)
 
 
-@dataclass(frozen=True)
-class MeetingPolicy:
-    """The effective policy for one meeting, with where each setting came from.
+@dataclass(frozen=True, kw_only=True)
+class MeetingSettings:
+    """Every per-meeting setting (:data:`SETTINGS`) with its built-in default: what
+    :class:`Defaults` holds and each :class:`MeetingPolicy` resolves."""
 
-    ``origins`` maps each setting to the rule that set it (``meetings."1001".legacy_media``
-    or ``defaults.protocols``) so every admission decision can name its rule.
-    ``configured`` is False for a meeting admitted through ``unknown_meetings: defaults``.
-    """
-
-    meeting: str
-    legacy_media: LegacyMedia
-    protocols: tuple[Protocol, ...]
-    configured: bool
-    origins: Mapping[str, str] = field(default_factory=dict, hash=False)
+    legacy_media: LegacyMedia = "allow-plain"
+    protocols: tuple[Protocol, ...] = PROTOCOLS
     signaling: Signaling = "any"
     audio_codecs: tuple[AudioCodec, ...] = DEFAULT_AUDIO_CODECS
     video_codecs: tuple[VideoCodec, ...] = VIDEO_CODECS
@@ -157,6 +150,20 @@ class MeetingPolicy:
     #: Digits a joined legacy participant keys are sent on to the meeting's other legacy
     #: participants (a cascaded bridge's PIN); IVR/PIN digits never are.
     dtmf_relay: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeetingPolicy(MeetingSettings):
+    """The effective policy for one meeting, with where each setting came from.
+
+    ``origins`` maps each setting to the rule that set it (``meetings."1001".legacy_media``
+    or ``defaults.protocols``) so every admission decision can name its rule.
+    ``configured`` is False for a meeting admitted through ``unknown_meetings: defaults``.
+    """
+
+    meeting: str
+    configured: bool
+    origins: Mapping[str, str] = field(default_factory=dict, hash=False)
     #: The profile the meeting inherits (``profile: secure``), if any.
     profile: str | None = None
 
@@ -185,24 +192,9 @@ class MeetingPolicy:
         return f"{self.origins.get(setting, f'defaults.{setting}')}={value}"
 
 
-@dataclass(frozen=True)
-class Defaults:
+@dataclass(frozen=True, kw_only=True)
+class Defaults(MeetingSettings):
     """What meetings inherit for every key they do not set."""
-
-    legacy_media: LegacyMedia = "allow-plain"
-    protocols: tuple[Protocol, ...] = PROTOCOLS
-    signaling: Signaling = "any"
-    audio_codecs: tuple[AudioCodec, ...] = DEFAULT_AUDIO_CODECS
-    video_codecs: tuple[VideoCodec, ...] = VIDEO_CODECS
-    video: bool = True
-    max_participants: int | None = None
-    pin: str | None = field(default=None, repr=False)
-    pin_attempts: int = 3
-    lobby: bool = False
-    anonymous_names: bool = True
-    allowed_networks: tuple[IPNetwork, ...] | None = None
-    recording: Recording = "forbidden"
-    dtmf_relay: bool = False
 
 
 @dataclass(frozen=True)
@@ -360,28 +352,29 @@ class _DefaultsDoc(_MeetingSettingsDoc):
     dtmf_relay: bool = False
 
 
-class _ProfileDoc(_MeetingSettingsDoc):
-    # Declared Optional so that "not written" (inherit) is representable; an explicit null is
-    # refused by the before-validators, because it is far more often a slip than a wish.
-    legacy_media: LegacyMedia | None = None
-    protocols: list[Protocol] | None = None
-    signaling: Signaling | None = None
-    audio_codecs: list[AudioCodec] | None = None
-    video_codecs: list[VideoCodec] | None = None
-    video: bool | None = None
-    max_participants: int | None = Field(default=None, ge=1, le=10000)
-    pin: str | None = None
-    pin_attempts: int | None = Field(default=None, ge=1, le=20)
-    lobby: bool | None = None
-    anonymous_names: bool | None = None
-    allowed_networks: list[str] | None = None
-    recording: Recording | None = None
-    dtmf_relay: bool | None = None
+def _inheriting(name: str, settings: type[_MeetingSettingsDoc], **extra: Any) -> Any:
+    """A document model with ``settings``' fields, each Optional with default None and the same
+    bounds, plus ``extra`` fields: so that "not written" (inherit) is representable while the
+    field list, types and bounds are written once (:class:`_DefaultsDoc`).  An explicit null is
+    refused by the before-validators, because it is far more often a slip than a wish."""
+    optional: dict[str, Any] = {}
+    for key, info in settings.model_fields.items():
+        annotation: Any = info.annotation
+        optional[key] = (Annotated[(annotation | None, *info.metadata)] if info.metadata
+                         else annotation | None, None)
+    return create_model(name, __base__=_MeetingSettingsDoc, **optional, **extra)
 
 
-class _MeetingDoc(_ProfileDoc):
-    #: The name of a profile under ``profiles`` whose settings this meeting inherits.
-    profile: str | None = None
+if TYPE_CHECKING:  # what the type checker needs to know of the models built below
+    class _ProfileDoc(_MeetingSettingsDoc):
+        pass
+
+    class _MeetingDoc(_ProfileDoc):
+        profile: str | None
+else:
+    _ProfileDoc = _inheriting("_ProfileDoc", _DefaultsDoc)
+    #: ``profile``: the name of a profile under ``profiles`` whose settings this meeting inherits.
+    _MeetingDoc = _inheriting("_MeetingDoc", _DefaultsDoc, profile=(str | None, None))
 
 
 class _PolicyDoc(_Doc):

@@ -9,7 +9,8 @@ bytes, timers and events, the aioquic way::
     call.handle_timer(now)         # when now >= call.get_timer()
     call.data_to_send()            # bytes for the call-signalling connection
     call.h245_data_to_send()       # bytes for the separate H.245 connection
-    call.next_event()              # CallOffered, H245ListenerNeeded, MediaReady, DtmfReceived, CallReleased
+    call.next_event()              # CallOffered, H245ListenerNeeded, MediaReady, DtmfReceived,
+                                   # KeyframeRequested, FlowControl, CallReleased
 
 The procedure (H.323 section 8.1, H.225.0 sections 7.3 and 7.4):
 
@@ -26,7 +27,11 @@ The procedure (H.323 section 8.1, H.225.0 sections 7.3 and 7.4):
   body when nothing else is being sent); otherwise on a separate TCP connection (H.323 section
   8.2.3): the call asks its transport for a listener (:class:`H245ListenerNeeded`) and only
   advertises an address the transport reported as listening (:meth:`h245_listening`), in
-  Connect or, if it comes later, in Facility ``startH245``.
+  Connect or, if it comes later, in Facility ``startH245``.  When the caller names its own
+  listener (``h245Address`` in Setup, or a Facility ``startH245``), the gateway connects out to
+  it instead (:class:`H245ConnectNeeded`, H.323 8.2.3: either side may open the connection) and
+  only falls back to its own listener if that fails (:meth:`h245_connect_failed`).  Exactly one
+  H.245 connection results: the first to be established wins and the listener is closed.
 - **StatusInquiry** is answered with **Status** (cause 30, our call state, Q.931 section 5.8.10);
   a Status reporting the null state clears the call (Q.931 section 5.8.11).
 - **Release** (H.323 section 8.5): endSessionCommand on H.245 (tunnelled in the
@@ -61,7 +66,9 @@ from h323.h245_session import (
     AUDIO_CAPABILITY,
     ENCODING_OF,
     DtmfReceived,
+    FlowControl,
     H245Session,
+    KeyframeRequested,
     MediaReady,
     ProcedureFailed,
     SessionEnded,
@@ -111,8 +118,11 @@ __all__ = [
     "CallState",
     "DtmfReceived",
     "FastStartOffer",
+    "FlowControl",
+    "H245ConnectNeeded",
     "H245ListenerNeeded",
     "H323Call",
+    "KeyframeRequested",
     "MediaReady",
     "choose_fast_start",
     "fast_start_offers",
@@ -179,6 +189,16 @@ class H245ListenerNeeded:
 
 
 @dataclass(frozen=True)
+class H245ConnectNeeded:
+    """The caller listens for H.245 at ``host:port`` (Setup or Facility ``h245Address``): the
+    transport should connect there, then call :meth:`H323Call.h245_connection_made` (or
+    :meth:`H323Call.h245_connect_failed`)."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
 class CallReleased:
     """The call is over.  ``reason`` is a ReleaseCompleteReason (or "endSessionCommand",
     "connectionLost", ...), ``cause`` the Q.931 cause, ``by`` "remote", "local", "error" or
@@ -189,7 +209,8 @@ class CallReleased:
     by: str
 
 
-Event = CallOffered | H245ListenerNeeded | MediaReady | DtmfReceived | CallReleased
+Event = (CallOffered | H245ListenerNeeded | H245ConnectNeeded | MediaReady | DtmfReceived | KeyframeRequested
+         | FlowControl | CallReleased)
 
 
 # --------------------------------------------------------------------------- Fast Start
@@ -290,6 +311,11 @@ class H323Call:
         self.h245_address: tuple[str, int] | None = None
         self._h245_advertised = False
         self.h245_connected = False
+        #: The caller's H.245 listener (Setup/Facility ``h245Address``) and whether we are
+        #: connecting to it now.
+        self.peer_h245_address: tuple[str, int] | None = None
+        self._h245_connecting = False
+        self._h245_listener_asked = False
         self._h245_pending: list[bytes] = []
         #: True once the call-signalling connection should be closed (after flushing).
         self.closed = False
@@ -374,11 +400,23 @@ class H323Call:
                 "startH245", self.call_identifier, TransportAddress(host, port), self.conference_id))
         self._after(now)
 
+    def h245_connect_failed(self, now: float) -> None:
+        """Our connection to the caller's H.245 address failed: offer our own listener instead
+        (advertised in Facility ``startH245`` when Connect has gone)."""
+        if not self._h245_connecting:
+            return
+        self._h245_connecting = False
+        self._log.info("h323.h245.connect_failed")
+        if not self.closed and not self.h245_connected:
+            self._need_listener()
+        self._after(now)
+
     def h245_connection_made(self, now: float) -> bool:
         """The peer opened the H.245 connection; False means refuse it (one per call)."""
         if self.closed or self.tunnelling or self.h245_connected or self.session is None:
             return False
         self.h245_connected = True
+        self._h245_connecting = False
         self._log.info("h323.h245.connected")
         if self.state is CallState.CONNECTED:
             self.session.start(now)
@@ -444,9 +482,10 @@ class H323Call:
         refused = self._fast_start_proposed and self.fast_start is None
         answer = self._fast_start_answer()
         h245_address = None
-        if not self.tunnelling and self.h245_address is not None:
+        if not self.tunnelling and self.h245_address is not None and not self.h245_connected:
             h245_address = TransportAddress(*self.h245_address)
             self._h245_advertised = True
+        self._connect_to_peer_h245()
         assert self.session is not None
         self.state = CallState.CONNECTED
         self._connected_at = now
@@ -537,8 +576,14 @@ class H323Call:
                               send_end_session=False, reason_text="statusNull")
         elif msg.message_type is MessageType.FACILITY and info is not None \
                 and isinstance(info.body, h225.Facility) and info.body.reason == "startH245":
-            # The caller offers its own H.245 listener; we keep to ours (or tunnelling).
-            self._log.info("h323.facility.start_h245_ignored")
+            address = info.body.h245_address
+            if self.tunnelling or self.h245_connected or address is None or not self._usable_h245_address(address):
+                self._log.info("h323.facility.start_h245_ignored", tunnelling=self.tunnelling,
+                               connected=self.h245_connected)
+            else:  # the caller's listener: connect out (H.323 8.2.3), whatever we offered
+                self.peer_h245_address = (address.host, address.port)
+                if self.state is CallState.CONNECTED:
+                    self._connect_to_peer_h245()
 
     def _on_setup(self, msg: Q931Message, info: h225.UserInformation | None, now: float) -> None:
         if info is None:
@@ -568,8 +613,12 @@ class H323Call:
         if self.tunnelling and info.h245_control:
             for element in info.h245_control:
                 self._feed_h245(element, now)
-        if not self.tunnelling:
-            self._events.append(H245ListenerNeeded())
+        if not self.tunnelling and self._usable_h245_address(body.h245_address):
+            # The caller listens for H.245: we connect there once we answer (accept).
+            assert body.h245_address is not None
+            self.peer_h245_address = (body.h245_address.host, body.h245_address.port)
+        elif not self.tunnelling:
+            self._need_listener()
         self._events.append(CallOffered(
             call_reference=msg.call_reference, call_identifier=self.call_identifier,
             called_number=called.digits if called is not None else None,
@@ -578,6 +627,29 @@ class H323Call:
             display=msg.display.text if msg.display is not None else None, source=self.peer,
             fast_start=offers, fast_start_proposed=self._fast_start_proposed,
             tunnelling=self.tunnelling, product=product))
+
+    def _usable_h245_address(self, address: TransportAddress | None) -> bool:
+        """Whether we may connect to a caller-named H.245 address: only on the host the call came
+        from, so a Setup cannot make the gateway open connections to third parties."""
+        if address is None:
+            return False
+        if self.peer is not None and address.host != self.peer[0]:
+            self._log.warning("h323.h245.address_refused", reason="not the caller's host")
+            return False
+        return True
+
+    def _need_listener(self) -> None:
+        if not self._h245_listener_asked:
+            self._h245_listener_asked = True
+            self._events.append(H245ListenerNeeded())
+
+    def _connect_to_peer_h245(self) -> None:
+        """Connect out to the caller's H.245 listener, once, unless H.245 runs already."""
+        if self.tunnelling or self.h245_connected or self._h245_connecting or self.peer_h245_address is None:
+            return
+        self._h245_connecting = True
+        self._log.info("h323.h245.connecting")
+        self._events.append(H245ConnectNeeded(*self.peer_h245_address))
 
     def _feed_h245(self, data: bytes, now: float) -> None:
         assert self.session is not None
@@ -654,7 +726,7 @@ class H323Call:
                 if not self.media_ready:
                     self.media_ready = True
                     self._events.append(ev)
-            elif isinstance(ev, DtmfReceived):
+            elif isinstance(ev, DtmfReceived | KeyframeRequested | FlowControl):
                 self._events.append(ev)
             elif isinstance(ev, SessionEnded):
                 self._log.info("h323.h245.end_session_received", reason=ev.reason)

@@ -20,6 +20,8 @@ H.323 section 7.2 and 8.1):
   UCF (URJ ``notCurrentlyRegistered``).
 - **LRQ** (7.7.10) -> **LCF** (7.7.11) with the gateway's call-signalling address for a meeting
   alias (or a registered endpoint's address for its alias), LRJ ``requestDenied`` otherwise.
+- **IRR** (7.7.19) is accepted and logged (``h323.gatekeeper.irr``), with an IACK when it sets
+  ``needResponse``; we send no IRQ.
 - A registration not refreshed within ``timeToLive`` (plus :data:`TTL_GRACE`) is dropped.
 
 ``is_meeting(alias_text)`` is the application's test for "this alias names a meeting we admit"
@@ -241,6 +243,16 @@ class Gatekeeper:
                 self._reply(ras.location_confirm(seq, self.call_signal_address, self.ras_address), reply_to)
                 return
         self._reply(ras.reject(msg.name, seq, "requestDenied"), reply_to)
+
+    def _on_infoRequestResponse(self, msg: ras.RasMessage, source: tuple[str, int], now: float) -> None:
+        """IRR (H.225.0 7.7.19), solicited or not: we never ask (no IRQ), so it is only noted;
+        an IACK goes back when the endpoint sets ``needResponse``."""
+        reg = self.registrations.get(msg.endpoint_identifier or "")
+        log.info("h323.gatekeeper.irr", endpoint=reg.endpoint_identifier if reg is not None else None,
+                 calls=len(msg.value.get("perCallInfo", ())), unsolicited=msg.value.get("unsolicited"))
+        if msg.value.get("needResponse"):
+            self._reply(ras.RasMessage("infoRequestAck", {"requestSeqNum": msg.request_seq_num or 0}),
+                        _ras_of(reg, source) if reg is not None else source)
 
     # -- output ---------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ H264_OID: tuple[int, ...] = (0, 0, 8, 241, 0, 0, 1)
 __all__ = [
     "Capability",
     "EndSessionCommand",
+    "FlowControlCommand",
     "H245Error",
     "H245Message",
     "LogicalChannelParameters",
@@ -461,10 +462,56 @@ class VideoFastUpdatePicture:
         return H245Message("command", "miscellaneousCommand", v)
 
 
+#: ``FlowControlCommand.scope`` values (H.245 annex A).
+FLOW_CONTROL_SCOPES = ("logicalChannelNumber", "resourceID", "wholeMultiplex")
+#: The largest ``maximumBitRate`` H.245 allows (INTEGER (0..16777215), units of 100 bit/s).
+MAX_FLOW_CONTROL_RATE = 16_777_215
+
+
+@dataclass(frozen=True)
+class FlowControlCommand:
+    """``flowControlCommand`` (H.245 section 8.11 / annex A): the receiver limits what we send.
+
+    ``scope`` is "logicalChannelNumber" (``target`` is the channel), "resourceID" (``target`` is
+    the resource, H.245 13.x) or "wholeMultiplex" (``target`` None); ``maximum_bit_rate`` is in
+    units of 100 bit/s, None for ``noRestriction``.  A command: nothing answers it.
+    """
+
+    scope: str
+    target: int | None = None
+    maximum_bit_rate: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.scope not in FLOW_CONTROL_SCOPES:
+            raise H245Error(f"unknown flowControlCommand scope {self.scope!r}")
+        if (self.target is None) != (self.scope == "wholeMultiplex"):
+            raise H245Error(f"flowControlCommand scope {self.scope} with target {self.target!r}")
+        if self.maximum_bit_rate is not None and not 0 <= self.maximum_bit_rate <= MAX_FLOW_CONTROL_RATE:
+            raise H245Error(f"maximumBitRate {self.maximum_bit_rate} out of range")
+
+    @property
+    def maximum_bps(self) -> int | None:
+        """The limit in bit/s (None: no restriction)."""
+        return None if self.maximum_bit_rate is None else self.maximum_bit_rate * 100
+
+    def to_message(self) -> H245Message:
+        scope = ("wholeMultiplex", 0) if self.target is None else (self.scope, self.target)
+        restriction = ("noRestriction", 0) if self.maximum_bit_rate is None \
+            else ("maximumBitRate", self.maximum_bit_rate)
+        return H245Message("command", "flowControlCommand", {"scope": scope, "restriction": restriction})
+
+    @classmethod
+    def from_asn1(cls, v: dict[str, Any]) -> FlowControlCommand:
+        scope, target = v["scope"]
+        kind, rate = v["restriction"]
+        return cls(scope, None if scope == "wholeMultiplex" else int(target),
+                   int(rate) if kind == "maximumBitRate" else None)
+
+
 TypedMessage = (
     TerminalCapabilitySet | TerminalCapabilitySetAck | MasterSlaveDetermination |
     MasterSlaveDeterminationAck | OpenLogicalChannel | OpenLogicalChannelAck |
-    EndSessionCommand | UserInputIndication | VideoFastUpdatePicture | H245Message
+    EndSessionCommand | UserInputIndication | VideoFastUpdatePicture | FlowControlCommand | H245Message
 )
 
 _TYPED: dict[tuple[str, str], Any] = {
@@ -478,6 +525,7 @@ _TYPED: dict[tuple[str, str], Any] = {
     ("command", "endSessionCommand"): lambda v: EndSessionCommand(v[0]),
     ("indication", "userInput"): UserInputIndication.from_asn1,
     ("command", "miscellaneousCommand"): VideoFastUpdatePicture.from_asn1,
+    ("command", "flowControlCommand"): FlowControlCommand.from_asn1,
 }
 
 

@@ -20,11 +20,14 @@ symmetric, so each procedure runs in both directions):
   timer T103; CLC is acknowledged; non-audio OLCs are rejected (``dataTypeNotSupported``);
 - roundTripDelay (H.245 section 8.9) is answered; endSessionCommand (H.245 section 8.2 /
   H.323 section 8.5) ends the session; userInputIndication (H.323 section 10.5) becomes
-  :class:`DtmfReceived`.
+  :class:`DtmfReceived`; ``videoFastUpdatePicture`` (H.323 section 8.7) becomes
+  :class:`KeyframeRequested` and ``flowControlCommand`` (H.245 section 8.11) :class:`FlowControl`
+  -- both commands, so nothing answers them.
 
 Events: :class:`MediaReady` (both directions of audio are open: codec, the peer's RTP address,
-our channel number), :class:`DtmfReceived`, :class:`SessionEnded` (the peer sent
-endSessionCommand), :class:`ProcedureFailed` (a timer ran out or the peer rejected us).
+our channel number), :class:`DtmfReceived`, :class:`KeyframeRequested`, :class:`FlowControl`,
+:class:`SessionEnded` (the peer sent endSessionCommand), :class:`ProcedureFailed` (a timer ran
+out or the peer rejected us).
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ MODULO = 1 << 24
 __all__ = [
     "AUDIO_CAPABILITY",
     "DtmfReceived",
+    "FlowControl",
     "H245Session",
+    "KeyframeRequested",
     "MediaReady",
     "ProcedureFailed",
     "SessionEnded",
@@ -96,6 +101,24 @@ class DtmfReceived:
 
 
 @dataclass(frozen=True)
+class KeyframeRequested:
+    """The peer sent ``videoFastUpdatePicture`` for ``channel`` (H.323 section 8.7): it lost the
+    picture of what we send it."""
+
+    channel: int
+
+
+@dataclass(frozen=True)
+class FlowControl:
+    """The peer sent ``flowControlCommand`` (H.245 section 8.11): send at most ``maximum_bit_rate``
+    x 100 bit/s (None: no restriction) on ``scope``/``target`` (see :class:`h245.FlowControlCommand`)."""
+
+    scope: str
+    target: int | None
+    maximum_bit_rate: int | None
+
+
+@dataclass(frozen=True)
 class SessionEnded:
     """The peer sent endSessionCommand (H.245 section 8.2; H.323 section 8.5 step 3)."""
 
@@ -110,7 +133,7 @@ class ProcedureFailed:
     reason: str
 
 
-Event = MediaReady | DtmfReceived | SessionEnded | ProcedureFailed
+Event = MediaReady | DtmfReceived | KeyframeRequested | FlowControl | SessionEnded | ProcedureFailed
 
 
 def master_slave_decision(local_type: int, local_number: int, remote_type: int,
@@ -314,6 +337,10 @@ class H245Session:
             for ch in text or "":
                 if ch in "0123456789*#ABCDabcd!":
                     self._events.append(DtmfReceived(ch.upper(), typed.duration))
+        elif isinstance(typed, h245.VideoFastUpdatePicture):
+            self._events.append(KeyframeRequested(typed.logical_channel_number))
+        elif isinstance(typed, h245.FlowControlCommand):
+            self._events.append(FlowControl(typed.scope, typed.target, typed.maximum_bit_rate))
         elif isinstance(typed, h245.H245Message):
             self._on_other(typed, now)
 

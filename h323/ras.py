@@ -5,8 +5,8 @@ A RAS datagram is exactly one aligned-PER ``RasMessage``.  :func:`decode` return
 with accessors for what a gateway or gatekeeper looks at); anything else (trailing octets,
 an unknown alternative, a datagram of another protocol on port 1719) raises
 :class:`~h323.errors.RasError`.  The builders below make the messages the gateway sends as an
-endpoint (GRQ, RRQ and the lightweight keep-alive RRQ of H.225.0 7.9.1, ARQ, DRQ, URQ, IRQ
-replies later) and as a gatekeeper (GCF, RCF, ACF, DCF, UCF, LRQ).
+endpoint (GRQ, RRQ and the lightweight keep-alive RRQ of H.225.0 7.9.1, ARQ, DRQ, URQ, and the
+IRR that answers an IRQ or goes unsolicited, 7.7.19) and as a gatekeeper (GCF, RCF, ACF, DCF, UCF, LRQ).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from h323.h225 import (
 
 __all__ = [
     "ABBREVIATIONS",
+    "PerCallInfo",
     "RasError",
     "RasMessage",
     "admission_confirm",
@@ -37,6 +38,7 @@ __all__ = [
     "gatekeeper_confirm",
     "gatekeeper_request",
     "info_request",
+    "info_request_response",
     "location_request",
     "registration_confirm",
     "registration_request",
@@ -230,13 +232,16 @@ def admission_request(seq: int, endpoint_identifier: str, conference_id: bytes, 
 
 
 def admission_confirm(seq: int, dest_call_signal_address: TransportAddress, *, bandwidth: int = 1280,
-                      routed: bool = False) -> RasMessage:
-    """ACF (H.225.0 7.7.9): ``callModel`` direct or gatekeeperRouted."""
-    return RasMessage("admissionConfirm", {
-        "requestSeqNum": seq, "bandWidth": bandwidth,
-        "callModel": ("gatekeeperRouted" if routed else "direct", 0),
-        "destCallSignalAddress": dest_call_signal_address.to_asn1(),
-        "willRespondToIRR": False})
+                      routed: bool = False, irr_frequency: int | None = None) -> RasMessage:
+    """ACF (H.225.0 7.7.9): ``callModel`` direct or gatekeeperRouted; ``irr_frequency`` (seconds)
+    asks the endpoint for an unsolicited IRR that often while the call lasts."""
+    v: dict[str, Any] = {"requestSeqNum": seq, "bandWidth": bandwidth,
+                         "callModel": ("gatekeeperRouted" if routed else "direct", 0),
+                         "destCallSignalAddress": dest_call_signal_address.to_asn1()}
+    if irr_frequency is not None:
+        v["irrFrequency"] = irr_frequency
+    v["willRespondToIRR"] = False
+    return RasMessage("admissionConfirm", v)
 
 
 def disengage_request(seq: int, endpoint_identifier: str, conference_id: bytes, call_identifier: bytes,
@@ -295,6 +300,54 @@ def info_request(seq: int, call_reference: int, call_identifier: bytes | None = 
     if call_identifier is not None:
         v["callIdentifier"] = {"guid": call_identifier}
     return RasMessage("infoRequest", v)
+
+
+@dataclass(frozen=True)
+class PerCallInfo:
+    """One call in an IRR (H.225.0 7.7.19 ``perCallInfo``): Q.931 call reference, conference and
+    call identifiers, and where its call signalling runs (our end, the peer's if known)."""
+
+    call_reference: int
+    conference_id: bytes
+    call_identifier: bytes
+    local_signal_address: TransportAddress | None = None
+    remote_signal_address: TransportAddress | None = None
+    bandwidth: int = 1280
+    answered_call: bool = True
+
+    def to_asn1(self) -> dict[str, Any]:
+        signalling: dict[str, Any] = {}
+        if self.remote_signal_address is not None:
+            signalling["sendAddress"] = self.remote_signal_address.to_asn1()
+        if self.local_signal_address is not None:
+            signalling["recvAddress"] = self.local_signal_address.to_asn1()
+        return {"callReferenceValue": self.call_reference & 0x7FFF, "conferenceID": self.conference_id,
+                "originator": not self.answered_call, "h245": {}, "callSignalling": signalling,
+                "callType": ("pointToPoint", 0), "bandWidth": self.bandwidth, "callModel": ("direct", 0),
+                "callIdentifier": {"guid": self.call_identifier}, "substituteConfIDs": []}
+
+
+def info_request_response(seq: int, endpoint_identifier: str, ras_address: TransportAddress,
+                          call_signal_address: TransportAddress, calls: tuple[PerCallInfo, ...], *,
+                          unsolicited: bool = False, status: str | None = None,
+                          aliases: tuple[Alias, ...] = (), role: str = "gateway",
+                          vendor: VendorInfo | None = None) -> RasMessage:
+    """IRR (H.225.0 7.7.19): our endpoint, addresses and ``calls``.  Answering an IRQ it carries
+    the IRQ's ``requestSeqNum``; ``unsolicited`` ones (at the ACF's ``irrFrequency``) a fresh one.
+    ``status`` is the ``irrStatus`` ("complete", or "invalidCall" when the IRQ named a call we
+    do not have).  We never ask for an IACK (``needResponse`` FALSE)."""
+    v: dict[str, Any] = {"requestSeqNum": seq, "endpointType": _endpoint_type(vendor, role),
+                         "endpointIdentifier": endpoint_identifier, "rasAddress": ras_address.to_asn1(),
+                         "callSignalAddress": [call_signal_address.to_asn1()]}
+    if aliases:
+        v["endpointAlias"] = _aliases(aliases)
+    if calls:
+        v["perCallInfo"] = [c.to_asn1() for c in calls]
+    v["needResponse"] = False
+    if status is not None:
+        v["irrStatus"] = (status, 0)
+    v["unsolicited"] = unsolicited
+    return RasMessage("infoRequestResponse", v)
 
 
 # --------------------------------------------------------------------------- replies and rejects

@@ -18,6 +18,13 @@ injected monotonic ``now``, sends what :meth:`RasClient.datagrams_to_send` retur
   each incoming call -> :class:`Admitted` or :class:`AdmissionRejected` (the ARJ's reason, or
   ``"timeout"``); **DRQ** at call end (7.7.14) -> :class:`Disengaged`.  A DRQ *from* the
   gatekeeper is confirmed and reported as :class:`DisengageOrdered`.
+- **Status** (H.225.0 7.7.18-7.7.19, H.323 7.2.5): an IRQ from the gatekeeper is answered with
+  an IRR (same ``requestSeqNum``, to the IRQ's ``replyAddress``) listing the admitted calls it
+  asks about -- all of them for call reference 0 -- with call reference, conference and call
+  identifiers and call-signalling addresses; an IRQ for a call we do not have gets an IRR with
+  ``irrStatus`` ``invalidCall``.  When an ACF sets ``irrFrequency`` (or, for ACFs without it, the
+  RCF's ``preGrantedARQ.irrFrequencyInCall``), an unsolicited IRR for that call goes every that
+  many seconds until the call is disengaged.
 - **Unregistration** (7.7.6-7.7.7): :meth:`RasClient.unregister` at shutdown (URQ -> UCF or its
   timeout -> :class:`Unregistered`).  A URQ from the gatekeeper is confirmed and a full
   registration starts again.
@@ -137,6 +144,16 @@ class CallAdmission:
     call_reference: int
     admitted: bool = False
     abandoned: bool = False  # the call ended while its ARQ was out: DRQ once the ACF comes
+    #: The caller's call-signalling address, for the IRR (None: not named).
+    remote_signal_address: TransportAddress | None = None
+    bandwidth: int = 1280
+    #: The ACF's ``irrFrequency`` (seconds) and when the next unsolicited IRR is due.
+    irr_every: float | None = None
+    irr_at: float | None = None
+
+    def per_call_info(self, local: TransportAddress) -> ras.PerCallInfo:
+        return ras.PerCallInfo(self.call_reference, self.conference_id, self.call_identifier, local,
+                               self.remote_signal_address, self.bandwidth)
 
 
 @dataclass
@@ -155,6 +172,9 @@ class RasClient:
     state: str = "idle"  # idle|discovering|registering|registered|unregistering|unregistered
     endpoint_identifier: str | None = None
     granted_ttl: int | None = None
+    #: The RCF's ``preGrantedARQ.irrFrequencyInCall`` (seconds): the IRR interval for calls whose
+    #: ACF names none.
+    irr_frequency_in_call: int | None = None
 
     def __post_init__(self) -> None:
         self._seq = itertools.count(self.rng.randrange(1, 30000))
@@ -182,6 +202,7 @@ class RasClient:
             times.append(self._keepalive_at)
         if self._retry_at is not None:
             times.append(self._retry_at)
+        times += [c.irr_at for c in self._calls.values() if c.irr_at is not None]
         return min(times) if times else None
 
     @property
@@ -198,13 +219,15 @@ class RasClient:
 
     def admit(self, key: Any, now: float, *, conference_id: bytes, call_identifier: bytes,
               call_reference: int, destination: tuple[Alias, ...] = (),
-              source: tuple[Alias, ...] = (), bandwidth: int = 1280) -> None:
+              source: tuple[Alias, ...] = (), bandwidth: int = 1280,
+              remote_signal_address: TransportAddress | None = None) -> None:
         """ARQ for an incoming call (``answerCall`` TRUE, H.225.0 7.7.8).  The verdict comes as
         :class:`Admitted` or :class:`AdmissionRejected` with the same ``key``."""
         if not self.registered or self.endpoint_identifier is None:
             self._events.append(AdmissionRejected(key, "notRegistered"))
             return
-        self._calls[key] = CallAdmission(conference_id, call_identifier, call_reference)
+        self._calls[key] = CallAdmission(conference_id, call_identifier, call_reference,
+                                         remote_signal_address=remote_signal_address, bandwidth=bandwidth)
         msg = ras.admission_request(
             self._next_seq(), self.endpoint_identifier, conference_id, call_identifier,
             call_reference & 0x7FFF, answer_call=True, source=source, destination=destination,
@@ -262,7 +285,10 @@ class RasClient:
         if msg.name == "disengageRequest":
             self._on_gatekeeper_drq(msg)
             return
-        if msg.name in ("infoRequest", "serviceControlIndication"):
+        if msg.name == "infoRequest":
+            self._on_gatekeeper_irq(msg)
+            return
+        if msg.name in ("serviceControlIndication", "infoRequestAck", "infoRequestNak"):
             log.info("h323.ras.ignored", message=msg.abbreviation)
             return
         pending = self._pending.get(seq) if seq is not None else None
@@ -294,6 +320,10 @@ class RasClient:
         if self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
             self._begin(now)
+        for call in self._calls.values():
+            if call.irr_at is not None and now >= call.irr_at and call.irr_every is not None and self.registered:
+                call.irr_at = now + call.irr_every
+                self._send_irr(self._next_seq(), (call,), unsolicited=True)
 
     # -- replies --------------------------------------------------------------------------------
 
@@ -319,6 +349,8 @@ class RasClient:
             self.endpoint_identifier = msg.endpoint_identifier or self.endpoint_identifier
             self.gatekeeper_identifier = msg.gatekeeper_identifier or self.gatekeeper_identifier
             self.granted_ttl = msg.time_to_live
+            pregranted = msg.value.get("preGrantedARQ") or {}
+            self.irr_frequency_in_call = pregranted.get("irrFrequencyInCall") or self.irr_frequency_in_call
             self.state = "registered"
             self._backoff = FIRST_BACKOFF
             if self.granted_ttl:
@@ -345,7 +377,11 @@ class RasClient:
                     self.disengage(p.key, now)
                     return
             addrs = msg.addresses("destCallSignalAddress")
-            log.info("h323.ras.admitted", seq=p.msg.request_seq_num)
+            frequency = msg.value.get("irrFrequency") or self.irr_frequency_in_call
+            if call is not None and frequency:
+                call.irr_every = float(frequency)
+                call.irr_at = now + call.irr_every
+            log.info("h323.ras.admitted", seq=p.msg.request_seq_num, irr_frequency=frequency)
             self._events.append(Admitted(p.key, addrs[0] if addrs else None, msg.value.get("bandWidth")))
             return
         self._calls.pop(p.key, None)
@@ -382,6 +418,34 @@ class RasClient:
                 self._events.append(DisengageOrdered(key, ras.reject_reason(msg)))
                 return
         self._send(ras.reject("disengageRequest", msg.request_seq_num or 0, "requestToDropOther"))
+
+    def _on_gatekeeper_irq(self, msg: ras.RasMessage) -> None:
+        """IRQ (H.225.0 7.7.18): an IRR about the call it names, or every call for reference 0."""
+        if not self.registered or self.endpoint_identifier is None:
+            log.info("h323.ras.irq_unregistered")
+            return
+        reference = msg.value.get("callReferenceValue", 0)
+        guid = (msg.value.get("callIdentifier") or {}).get("guid")
+        admitted = [c for c in self._calls.values() if c.admitted]
+        if reference == 0 and guid in (None, bytes(16)):
+            calls, status = admitted, "complete"
+        else:
+            calls = [c for c in admitted if (guid not in (None, bytes(16)) and c.call_identifier == guid)
+                     or (reference and (c.call_reference & 0x7FFF) == reference)]
+            status = "complete" if calls else "invalidCall"
+        reply = msg.addresses("replyAddress")
+        to = (reply[0].host, reply[0].port) if reply else self.gatekeeper
+        self._send_irr(msg.request_seq_num or 0, tuple(calls), status=status, to=to)
+
+    def _send_irr(self, seq: int, calls: tuple[CallAdmission, ...], *, unsolicited: bool = False,
+                  status: str | None = None, to: tuple[str, int] | None = None) -> None:
+        if self.endpoint_identifier is None:
+            return
+        msg = ras.info_request_response(seq, self.endpoint_identifier, self.ras_address, self.call_signal_address,
+                                        tuple(c.per_call_info(self.call_signal_address) for c in calls),
+                                        unsolicited=unsolicited, status=status)
+        self._send(msg, to)
+        log.info("h323.ras.irr_sent", seq=seq, calls=len(calls), unsolicited=unsolicited, status=status)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -452,6 +516,6 @@ class RasClient:
         self._send(msg)
         log.debug("h323.ras.sent", message=msg.abbreviation, seq=msg.request_seq_num, resend=resend)
 
-    def _send(self, msg: ras.RasMessage) -> None:
-        self._out.append((msg.encode(), self.gatekeeper))
+    def _send(self, msg: ras.RasMessage, to: tuple[str, int] | None = None) -> None:
+        self._out.append((msg.encode(), to or self.gatekeeper))
         self.sent.append(msg.abbreviation)

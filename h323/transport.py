@@ -4,7 +4,9 @@
   and builds one :class:`H323Connection` per accepted connection.
 - When a call needs a separate H.245 connection (H.323 section 8.2.3), the connection listens on
   a fresh port of the same address *before* the call advertises it, accepts exactly one
-  connection there, and stops listening.
+  connection there, and stops listening.  When the caller names its own H.245 listener, the
+  connection connects out there instead (:class:`H245ClientFactory`); whichever H.245
+  connection is established first is the call's, and the listener closes.
 
 These classes only move bytes, arm one ``callLater`` for the core's next timer and hand core
 events to the application's :class:`H323CallHandler`.  The reactor is passed in; this module
@@ -21,21 +23,26 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 
 import structlog
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
 
 from h323.call import (
     CallOffered,
     CallReleased,
     DtmfReceived,
     FastStartOffer,
+    FlowControl,
+    H245ConnectNeeded,
     H245ListenerNeeded,
     H323Call,
+    KeyframeRequested,
     MediaReady,
 )
 
 log = structlog.get_logger("h323.transport")
 
 _connection_ids = itertools.count(1)
+#: Seconds we try to reach the caller's H.245 listener before offering our own.
+H245_CONNECT_TIMEOUT = 5
 
 
 class H323CallHandler(TypingProtocol):
@@ -48,6 +55,10 @@ class H323CallHandler(TypingProtocol):
     def dtmf(self, conn: H323Connection, event: DtmfReceived) -> None: ...
 
     def call_released(self, conn: H323Connection, event: CallReleased) -> None: ...
+
+    # Optional (a handler without them only logs the event): ``keyframe_requested(conn,
+    # KeyframeRequested)`` for H.245 videoFastUpdatePicture and ``flow_control(conn, FlowControl)``
+    # for flowControlCommand.
 
 
 def connection_label(peer: tuple[str, int], number: int) -> str:
@@ -69,6 +80,7 @@ class H323Connection:
         self._dispatching = False
         self._h245_port: Any = None
         self._h245_transport: Any = None
+        self._h245_connector: Any = None
         self._closed = False
         #: For the application (e.g. its per-call record).
         self.context: Any = None
@@ -160,12 +172,21 @@ class H323Connection:
         try:
             if isinstance(event, H245ListenerNeeded):
                 self._listen_h245()
+            elif isinstance(event, H245ConnectNeeded):
+                self._connect_h245(event.host, event.port)
             elif isinstance(event, CallOffered):
                 handler.incoming_call(self, event)
             elif isinstance(event, MediaReady):
                 handler.media_ready(self, event)
             elif isinstance(event, DtmfReceived):
                 handler.dtmf(self, event)
+            elif isinstance(event, KeyframeRequested | FlowControl):
+                name = "keyframe_requested" if isinstance(event, KeyframeRequested) else "flow_control"
+                optional = getattr(handler, name, None)
+                if optional is not None:
+                    optional(self, event)
+                else:
+                    log.info(f"h323.{name}.unhandled", call=self.label)
             elif isinstance(event, CallReleased):
                 handler.call_released(self, event)
         except Exception as exc:
@@ -210,6 +231,21 @@ class H323Connection:
         log.info("h323.h245.listening", call=self.label, port=port)
         self.core.h245_listening(host, port, self._now())
 
+    def _connect_h245(self, host: str, port: int) -> None:
+        if self._h245_connector is not None or self._closed:
+            return
+        log.info("h323.h245.connecting", call=self.label, port=port)
+        try:
+            self._h245_connector = self.service.reactor.connectTCP(
+                host, port, H245ClientFactory(self), timeout=H245_CONNECT_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - e.g. a malformed address: fall back to listening
+            log.warning("h323.h245.connect_failed", call=self.label, error=str(exc))
+            self._run(lambda now: self.core.h245_connect_failed(now))
+
+    def _h245_connect_failed(self, reason: str) -> None:
+        log.info("h323.h245.connect_failed", call=self.label, error=reason[:200])
+        self._run(lambda now: self.core.h245_connect_failed(now))
+
     def _h245_connected(self, transport: Any) -> bool:
         ok = self.core.h245_connection_made(self._now())
         if ok:
@@ -234,6 +270,9 @@ class H323Connection:
 
     def _close_h245(self) -> None:
         self._stop_h245_listener()
+        connector, self._h245_connector = self._h245_connector, None
+        if connector is not None and getattr(connector, "state", "") == "connecting":
+            connector.stopConnecting()
         transport, self._h245_transport = self._h245_transport, None
         if transport is not None:
             transport.loseConnection()
@@ -299,6 +338,19 @@ class H245Factory(Factory):
 
     def buildProtocol(self, addr: Any) -> H245Protocol:
         return H245Protocol(self._conn)
+
+
+class H245ClientFactory(ClientFactory):
+    """Our connection to the caller's H.245 listener (one attempt; a failure falls back to ours)."""
+
+    def __init__(self, conn: H323Connection) -> None:
+        self._conn = conn
+
+    def buildProtocol(self, addr: Any) -> H245Protocol:
+        return H245Protocol(self._conn)
+
+    def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+        self._conn._h245_connect_failed(str(getattr(reason, "value", reason)))
 
 
 class H323Service:

@@ -110,6 +110,10 @@ class InboundCall:
         #: to take it (``offer`` then holds it), or the reason it is unusable: the call
         #: ends with BYE and ``Reason: SIP;cause=488`` naming it.  Unset: any SDP is taken.
         self.on_answer: Callable[[InboundCall, SessionDescription], str | None] | None = None
+        #: A re-INVITE without SDP in the confirmed dialog (RFC 3261 14.2): return the offer
+        #: our 2xx carries; the ACK's answer then goes to ``on_answer`` like a delayed offer's
+        #: (an ACK without a usable answer ends the call with BYE).  Unset: ``answer_sdp``.
+        self.on_offer_request: Callable[[InboundCall], str] | None = None
         #: The negotiated session interval in seconds (RFC 4028), None without session timers.
         self.session_expires: int | None = None
         #: Who refreshes the session: ``"uac"`` (the caller) or ``"uas"`` (the gateway).

@@ -19,20 +19,22 @@ supported suite, each with its own fresh key:
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from dataclasses import dataclass
 from typing import Literal
 
 from sip.offer_answer import (
-    _CLOCK,
-    _RTP_PROTOS,
+    CLOCK_RATES,
     DEFAULT_PTIME,
+    RTP_PROTOS,
     AudioChoice,
     OfferRejected,
-    _addrtype,
-    _pick,
-    _section_security,
-    _telephone_event,
+    address_type,
+    codec_of,
+    pick_codec,
+    section_security,
+    telephone_event,
 )
 from sip.sdes import (
     SUITE_KEY_LENGTHS,
@@ -42,7 +44,7 @@ from sip.sdes import (
     CryptoError,
     parse_crypto,
 )
-from sip.sdp import Connection, MediaDescription, Origin, SessionDescription
+from sip.sdp import DIRECTIONS, Connection, MediaDescription, Origin, SessionDescription
 
 SrtpOffer = Literal["off", "best-effort", "required"]
 
@@ -60,6 +62,8 @@ class LocalOffer:
     codecs: tuple[str, ...]
     srtp: SrtpOffer
     cryptos: tuple[CryptoAttribute, ...] = ()
+    #: The audio m-line's index (a re-offer keeps every m-line of the session, RFC 3264 8).
+    audio_index: int = 0
 
     def __str__(self) -> str:
         return str(self.sdp)
@@ -86,7 +90,7 @@ def build_offer(
         raise ValueError(f"none of {codecs} can be offered (we offer {', '.join(OFFER_PAYLOAD_TYPES)})")
     pts = [OFFER_PAYLOAD_TYPES[c] for c in usable]
     attrs: list[tuple[str, str | None]] = [
-        ("rtpmap", f"{pt} {c}/{_CLOCK[c]}") for c, pt in zip(usable, pts, strict=True)]
+        ("rtpmap", f"{pt} {c}/{CLOCK_RATES[c]}") for c, pt in zip(usable, pts, strict=True)]
     attrs += [("rtpmap", f"{TELEPHONE_EVENT_PT} telephone-event/8000"),
               ("fmtp", f"{TELEPHONE_EVENT_PT} 0-15"), ("ptime", str(DEFAULT_PTIME))]
     cryptos: tuple[CryptoAttribute, ...] = ()
@@ -97,7 +101,7 @@ def build_offer(
         attrs += [("crypto", c.to_sdp()) for c in cryptos]
     attrs.append(("sendrecv", None))
     sid = session_id if session_id is not None else secrets.randbits(62)
-    addrtype = _addrtype(local_address)
+    addrtype = address_type(local_address)
     sdp = SessionDescription(
         origin=Origin(username, str(sid), str(sid), "IN", addrtype, local_address),
         session_name="-",
@@ -138,18 +142,18 @@ def choose_answer(offer: LocalOffer, answer: SessionDescription) -> AudioChoice:
     if len(answer.media) != len(offer.sdp.media):
         raise OfferRejected(f"the answer has {len(answer.media)} m-lines, the offer had "
                             f"{len(offer.sdp.media)} (RFC 3264 6)")
-    m = answer.media[0]
+    m = answer.media[offer.audio_index]
     if m.media.lower() != "audio" or m.port == 0:
         raise OfferRejected("the answer refuses the audio stream")
-    if m.proto.upper() not in _RTP_PROTOS or _section_security(answer, m) == "dtls":
+    if m.proto.upper() not in RTP_PROTOS or section_security(answer, m) == "dtls":
         raise OfferRejected(f"the answer's {m.proto} is not what we offered")
     if not m.connection_address:
         raise OfferRejected("the answer has no c= address for audio")
-    ours = offer.sdp.connection
-    if ours is not None and _addrtype(m.connection_address) != ours.addrtype:
-        raise OfferRejected(f"the answer's audio address is {_addrtype(m.connection_address)}, our "
+    ours = offer.sdp.media[offer.audio_index].connection
+    if ours is not None and address_type(m.connection_address) != ours.addrtype:
+        raise OfferRejected(f"the answer's audio address is {address_type(m.connection_address)}, our "
                             f"media address is {ours.addrtype}: no RTP could flow")
-    picked = _pick(m, offer.codecs)
+    picked = pick_codec(m, offer.codecs)
     if picked is None:
         raise OfferRejected("the answer names no codec we offered")
     crypto = _answer_crypto(offer, m) if offer.srtp != "off" else None
@@ -158,5 +162,37 @@ def choose_answer(offer: LocalOffer, answer: SessionDescription) -> AudioChoice:
     pt, enc, rate = picked
     return AudioChoice(payload_type=pt, encoding=enc, clock_rate=rate,
                        remote_address=m.connection_address, remote_port=m.port,
-                       telephone_event_pt=_telephone_event(m, rate),
-                       ptime=m.ptime or DEFAULT_PTIME, crypto=crypto, media_index=0)
+                       telephone_event_pt=telephone_event(m, rate),
+                       ptime=m.ptime or DEFAULT_PTIME, crypto=crypto, media_index=offer.audio_index)
+
+
+def reoffer_current(current: SessionDescription) -> LocalOffer:
+    """Our current SDP as the offer in the 2xx to a re-INVITE without SDP (RFC 3261 14.2).
+
+    Same m-lines, ports, codecs and ``a=crypto`` keys as the session has now (so the answer
+    can only move the peer's address, port, codec or keys); the audio line says ``sendrecv``
+    whatever our last answer said, because a peer that held us (our answer ``recvonly``)
+    resumes by answering this offer (CUCM after a transfer).  The ``o=`` version goes up only
+    when that made the SDP differ (RFC 3264 8).  Raises :class:`OfferRejected` when
+    ``current`` has no active audio line or an ``a=crypto`` of ours cannot be read."""
+    sdp = SessionDescription.parse(str(current))
+    index = next((i for i, m in enumerate(sdp.media) if m.media.lower() == "audio" and m.port), None)
+    if index is None:
+        raise OfferRejected("the session has no active audio line to offer again")
+    m = sdp.media[index]
+    codecs: list[str] = []
+    for fmt in m.formats:
+        codec = codec_of(m, int(fmt)) if fmt.isdigit() else None
+        if codec is not None and codec[0] in CLOCK_RATES and codec[0] not in codecs:
+            codecs.append(codec[0])
+    try:
+        cryptos = tuple(parse_crypto(v) for v in m.attribute_values("crypto"))
+    except CryptoError as exc:
+        raise OfferRejected(f"our own a=crypto is unusable: {exc.reason}") from None
+    if m.direction != "sendrecv":
+        m.attributes = [(k, v) for k, v in m.attributes if k not in DIRECTIONS] + [("sendrecv", None)]
+        o = sdp.origin
+        sdp.origin = dataclasses.replace(o, session_version=str(int(o.session_version) + 1))
+    # SRTP is never dropped mid-call: keys in our SDP mean the answer must carry one too.
+    srtp: SrtpOffer = "required" if cryptos else "off"
+    return LocalOffer(sdp=sdp, codecs=tuple(codecs), srtp=srtp, cryptos=cryptos, audio_index=index)

@@ -103,6 +103,8 @@ class _Leg:
     #: Our last re-INVITE and the ACK we sent for its 2xx: a retransmitted 2xx gets the same
     #: ACK again (RFC 3261 13.2.2.4); None before our first re-INVITE was answered.
     reinvite_ack: tuple[Transaction, bytes] | None = None
+    #: Our pending 2xx to a re-INVITE without SDP carries an offer: its ACK must answer it.
+    answer_due: bool = False
 
 
 class SipEndpoint:
@@ -422,12 +424,28 @@ class SipEndpoint:
         answer = self._reoffer(call, leg, req, tx, now)
         if answer is None:
             return
+        if not req.body:
+            answer = self._offer_in_2xx(call)
+            leg.answer_due = True
         self._update_target(leg, req)
         resp = self._respond(tx, 200, now, to_tag=call.local_tag,
                              headers=self._dialog_headers(call, leg) + self._timer_headers(leg),
                              body=answer.encode(), content_type="application/sdp")
         self._start_2xx(call, leg, bytes(resp), cseq, now)
         self._arm_session_timer(call, leg, now)
+
+    def _offer_in_2xx(self, call: InboundCall) -> str:
+        """A re-INVITE without SDP: our 2xx carries an offer (RFC 3261 14.2, RFC 3264 8), the
+        application's (``call.on_offer_request``) or else our current SDP unchanged."""
+        offer = call.answer_sdp or ""
+        if call.on_offer_request is not None:
+            try:
+                offer = call.on_offer_request(call)
+            except Exception:
+                log.exception("sip.reinvite.offer_error", call_id=call.call_id)
+        call.answer_sdp = offer
+        log.info("sip.reinvite.offer_sent", call_id=call.call_id)
+        return offer
 
     def _on_in_dialog(self, req: SipRequest, tx: Transaction, now: float) -> None:
         """UPDATE (RFC 3311) and INFO (RFC 6086) inside an established dialog."""
@@ -749,27 +767,29 @@ class SipEndpoint:
             return
         leg.pending_2xx = None
         self._cancel_call_timers(call)
+        answer_due, leg.answer_due = leg.answer_due, False  # our 2xx to a bodiless re-INVITE
         if call.state is CallState.ANSWERED:
             call.state = CallState.CONFIRMED
             self._set_established(leg, True)
             log.info("sip.call.confirmed", call_id=call.call_id)
             self._arm_session_timer(call, leg, now)
-            if call.delayed_offer:
-                problem = self._ack_answer(call, req)
-                if problem is not None:
-                    # RFC 3261 13.3.1.4: the ACK confirmed the dialog; an unusable answer
-                    # leaves the UAS only BYE (with a Reason saying why, RFC 3326).
-                    log.warning("sip.ack.answer_refused", call_id=call.call_id, reason=problem)
-                    self._send_bye(call, leg, f'SIP;cause=488;text={_quote(problem)}', now)
-                    self._end(call, EndReason.ANSWER_REFUSED)
-                    self._forget(call)
-                    return
+            answer_due = call.delayed_offer
+        if answer_due:
+            problem = self._ack_answer(call, req)
+            if problem is not None:
+                # RFC 3261 13.3.1.4 / 14.2: the ACK confirmed the dialog; an unusable answer
+                # leaves the UAS only BYE (with a Reason saying why, RFC 3326).
+                log.warning("sip.ack.answer_refused", call_id=call.call_id, reason=problem)
+                self._send_bye(call, leg, f'SIP;cause=488;text={_quote(problem)}', now)
+                self._end(call, EndReason.ANSWER_REFUSED)
+                self._forget(call)
+                return
         if leg.hangup_pending:
             self._send_bye(call, leg, leg.hangup_reason, now)
             self._forget(call)
 
     def _ack_answer(self, call: InboundCall, ack: SipRequest) -> str | None:
-        """Delayed offer: hand the ACK's SDP answer to ``call.on_answer``; the reason it cannot
+        """Delayed offer or bodiless re-INVITE: hand the ACK's SDP answer to ``call.on_answer``; the reason it cannot
         be used, or None when it was taken (RFC 3264 5: the answer to our 2xx offer)."""
         if call.ended:  # hung up while the 2xx waited: the pending BYE goes out instead
             return None

@@ -35,14 +35,15 @@ MediaSecurity = Literal["plain", "sdes", "dtls"]
 
 #: RTP clock rates per encoding (RFC 3551 4.5.2: G.722 is clocked at 8000 on the wire;
 #: RFC 7587 4.1: Opus always at 48000, whatever its internal bandwidth).
-_CLOCK: dict[str, int] = {"PCMU": 8000, "PCMA": 8000, "G722": 8000, "OPUS": 48000}
+CLOCK_RATES: dict[str, int] = {"PCMU": 8000, "PCMA": 8000, "G722": 8000, "OPUS": 48000}
 #: RFC 7587 7: Opus is always ``opus/48000/2`` in SDP; mono or stereo is said by the fmtp.
 #: Our answer asks for mono (``stereo=0``) and says we send mono (``sprop-stereo=0``).
 OPUS_RTPMAP = "opus/48000/2"
 OPUS_ANSWER_FMTP = "stereo=0;sprop-stereo=0"
 _PLAIN_PROTOS = ("RTP/AVP", "RTP/AVPF")
 _SECURE_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
-_RTP_PROTOS = _PLAIN_PROTOS + _SECURE_PROTOS
+#: The RTP profiles an audio line may use with us, plain or SDES-SRTP (offers and answers alike).
+RTP_PROTOS = _PLAIN_PROTOS + _SECURE_PROTOS
 _MIRROR = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly",
            "inactive": "inactive"}
 DEFAULT_PTIME = 20
@@ -102,7 +103,8 @@ def _audio_sections(offer: SessionDescription) -> list[MediaDescription]:
     return [m for m in offer.media if m.media.lower() == "audio" and m.port != 0]
 
 
-def _section_security(offer: SessionDescription, m: MediaDescription) -> MediaSecurity:
+def section_security(offer: SessionDescription, m: MediaDescription) -> MediaSecurity:
+    """What one m-line of ``offer`` (an offer or an answer) asks for: ``plain``, ``sdes``, ``dtls``."""
     proto = m.proto.upper()
     has_fp = m.attribute("fingerprint") is not None or offer.attribute("fingerprint") is not None
     if "TLS" in proto.split("/") or (proto.startswith("RTP/SAVP") and has_fp):
@@ -124,7 +126,7 @@ def media_security(offer: SessionDescription) -> MediaSecurity:
     ``sdes`` if any line offers it, else ``dtls`` if any does, else ``plain``.
     Whether the offered keys are usable is decided by :func:`choose_audio`.
     """
-    kinds = {_section_security(offer, m) for m in _audio_sections(offer)}
+    kinds = {section_security(offer, m) for m in _audio_sections(offer)}
     if "sdes" in kinds:
         return "sdes"
     if "dtls" in kinds:
@@ -132,7 +134,9 @@ def media_security(offer: SessionDescription) -> MediaSecurity:
     return "plain"
 
 
-def _codec_of(m: MediaDescription, pt: int) -> tuple[str, int, int | None] | None:
+def codec_of(m: MediaDescription, pt: int) -> tuple[str, int, int | None] | None:
+    """Encoding (upper case), clock rate and channels of payload type ``pt`` on ``m``: its
+    a=rtpmap, else the RFC 3551 static type; None when neither names it."""
     rtpmap = m.rtpmap.get(pt)
     if rtpmap is not None:
         return rtpmap.encoding.upper(), rtpmap.clock_rate, rtpmap.channels
@@ -147,22 +151,25 @@ def _codec_of(m: MediaDescription, pt: int) -> tuple[str, int, int | None] | Non
 _CHANNELS: dict[str, tuple[int | None, ...]] = {"OPUS": (None, 2)}
 
 
-def _pick(m: MediaDescription, preferred: tuple[str, ...]) -> tuple[int, str, int] | None:
+def pick_codec(m: MediaDescription, preferred: tuple[str, ...]) -> tuple[int, str, int] | None:
+    """The first format of ``m`` (the peer's order decides) in ``preferred`` at its RTP clock
+    rate: payload type, encoding, clock rate; None when there is none."""
     wanted = {p.upper() for p in preferred}
     for fmt in m.formats:
         if not fmt.isdigit():
             continue
         pt = int(fmt)
-        codec = _codec_of(m, pt)
+        codec = codec_of(m, pt)
         if codec is None:
             continue
         enc, rate, channels = codec
-        if enc in wanted and rate == _CLOCK.get(enc) and channels in _CHANNELS.get(enc, (None, 1)):
+        if enc in wanted and rate == CLOCK_RATES.get(enc) and channels in _CHANNELS.get(enc, (None, 1)):
             return pt, enc, rate
     return None
 
 
-def _telephone_event(m: MediaDescription, clock_rate: int) -> int | None:
+def telephone_event(m: MediaDescription, clock_rate: int) -> int | None:
+    """The payload type of ``m``'s RFC 4733 telephone-event at the audio codec's ``clock_rate``."""
     for fmt in m.formats:
         if fmt.isdigit():
             rm = m.rtpmap.get(int(fmt))
@@ -172,23 +179,28 @@ def _telephone_event(m: MediaDescription, clock_rate: int) -> int | None:
 
 
 def _candidates(
-    offer: SessionDescription, preferred: tuple[str, ...]
+    offer: SessionDescription, preferred: tuple[str, ...], media_address: str | None = None,
 ) -> tuple[list[tuple[int, CryptoChoice | None]], list[str]]:
     """Usable audio m-lines in offer order, each with its SDES choice (None: plain RTP),
     and the reasons the others (or their crypto) could not be used."""
+    family = address_type(media_address) if media_address else None
     found: list[tuple[int, CryptoChoice | None]] = []
     reasons: list[str] = []
     for i, m in enumerate(offer.media):
         if m.media.lower() != "audio" or m.port == 0:
             continue
         proto = m.proto.upper()
-        if _section_security(offer, m) == "dtls":
+        if section_security(offer, m) == "dtls":
             reasons.append(f"m-line {i + 1}: DTLS-SRTP toward SIP endpoints is not supported")
             continue
-        if proto not in _RTP_PROTOS or not m.connection_address:
+        if proto not in RTP_PROTOS or not m.connection_address:
             reasons.append(f"m-line {i + 1}: {m.proto} is not supported")
             continue
-        if _pick(m, preferred) is None:
+        if not _reachable(m.connection_address, family):
+            reasons.append(f"m-line {i + 1}: c= is {address_type(m.connection_address)} and our media "
+                           f"address is {family}: no RTP could flow")
+            continue
+        if pick_codec(m, preferred) is None:
             reasons.append(f"m-line {i + 1}: no common audio codec")
             continue
         crypto_values = m.attribute_values("crypto")
@@ -207,17 +219,21 @@ def choose_audio(
     preferred: tuple[str, ...] = ("PCMU", "PCMA", "G722"),
     *,
     require_srtp: bool = False,
+    media_address: str | None = None,
 ) -> AudioChoice:
     """Choose the audio stream and codec: the offerer's first listed codec that we support
     (RFC 3264 6.1), on an SRTP stream whenever the offer has usable SDES keys.
 
     Static payload types 0/8/9 are understood without a=rtpmap (RFC 3551 6).
-    ``require_srtp`` refuses a choice without SRTP.  Raises :class:`OfferRejected`
-    (488) when nothing usable is offered; its reason lists why each line was refused.
+    ``require_srtp`` refuses a choice without SRTP.  ``media_address`` (our RTP socket's):
+    a line whose ``c=`` is of the other IP family is refused, since the leg could not reach
+    it (an ICE-less offer with an IPv4 and an IPv6 line gets the reachable one); the
+    unspecified 0.0.0.0 / :: (hold) passes.  Raises :class:`OfferRejected` (488) when
+    nothing usable is offered; its reason lists why each line was refused.
     """
     if not _audio_sections(offer):
         raise OfferRejected("no audio stream offered")
-    found, reasons = _candidates(offer, preferred)
+    found, reasons = _candidates(offer, preferred, media_address)
     secure = [c for c in found if c[1] is not None]
     if secure:
         index, crypto = secure[0]
@@ -230,12 +246,12 @@ def choose_audio(
             raise OfferRejected("no common audio codec")
         raise OfferRejected("; ".join(_dedupe(reasons)))
     m = offer.media[index]
-    picked = _pick(m, preferred)
+    picked = pick_codec(m, preferred)
     assert picked is not None and m.connection_address is not None
     pt, enc, rate = picked
     return AudioChoice(
         payload_type=pt, encoding=enc, clock_rate=rate, remote_address=m.connection_address,
-        remote_port=m.port, telephone_event_pt=_telephone_event(m, rate),
+        remote_port=m.port, telephone_event_pt=telephone_event(m, rate),
         ptime=m.ptime or DEFAULT_PTIME, crypto=crypto, media_index=index,
     )
 
@@ -244,8 +260,14 @@ def _dedupe(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def _addrtype(address: str) -> str:
+def address_type(address: str) -> str:
+    """SDP's addrtype (``IP4``/``IP6``) for ``address``."""
     return "IP6" if ":" in address else "IP4"
+
+
+def _reachable(address: str, family: str | None) -> bool:
+    """Whether a socket of ``family`` (IP4/IP6, None: not known) can send to ``address``."""
+    return family is None or address in ("0.0.0.0", "::") or address_type(address) == family
 
 
 def build_answer(
@@ -273,17 +295,17 @@ def build_answer(
     version = session_version if session_version is not None else sid
     chosen = choice.media_index
     if chosen is None:
-        wanted = _RTP_PROTOS if choice.secure else _PLAIN_PROTOS
+        wanted = RTP_PROTOS if choice.secure else _PLAIN_PROTOS
         for i, m in enumerate(offer.media):
             if (m.media.lower() == "audio" and m.port != 0 and m.proto.upper() in wanted
                     and str(choice.payload_type) in m.formats and m.connection_address):
                 chosen = i
                 break
     answer = SessionDescription(
-        origin=Origin(username, str(sid), str(version), "IN", _addrtype(local_address),
+        origin=Origin(username, str(sid), str(version), "IN", address_type(local_address),
                       local_address),
         session_name="-",
-        connection=Connection("IN", _addrtype(local_address), local_address),
+        connection=Connection("IN", address_type(local_address), local_address),
     )
     for i, m in enumerate(offer.media):
         if i == chosen:
@@ -445,9 +467,9 @@ def choose_video(
     for i, m in enumerate(offer.media):
         if m.media.lower() != "video" or m.port == 0 or _content(m) not in (None, "main"):
             continue
-        if m.proto.upper() not in _RTP_PROTOS or not m.connection_address:
+        if m.proto.upper() not in RTP_PROTOS or not m.connection_address:
             continue
-        if _section_security(offer, m) == "dtls":
+        if section_security(offer, m) == "dtls":
             continue
         crypto_values = m.attribute_values("crypto")
         crypto = choose_crypto(crypto_values)[0] if crypto_values else None

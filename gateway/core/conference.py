@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from bridge.audio_jitter import use_low_delay_jitter_buffer
 from bridge.ice import rtc_configuration
 from gateway.core.errors import (
     BadLegDescription,
@@ -189,6 +190,13 @@ class ConferenceCore:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         except Exception as exc:  # aiortc raises ValueError, KeyError, IndexError... on bad SDP
             raise BadSdp(f"cannot use the SDP offer: {str(exc) or type(exc).__name__}") from exc
+        if participant.kind == "whip":
+            # aiortc's audio buffer waits for 4 later packets (80 ms) and keeps ~300 ms after a
+            # loss for good; browsers reach us over real networks, so tolerate one reordered
+            # packet (max_hold=2) rather than the gateway's own loopback-tight setting.
+            for t in pc.getTransceivers():
+                if t.kind == "audio":
+                    use_low_delay_jitter_buffer(t.receiver, max_hold=2)
         if participant.kind == "whep":
             kinds = {t.kind for t in pc.getTransceivers()}
             if participant.audio is not None and "audio" in kinds:

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from bridge.backlog import BacklogDrain
+
 SAMPLE_RATE = 48_000
 """Opus' native rate; aiortc decodes to it, so no resampling in the common case."""
 
@@ -95,12 +97,17 @@ class SampleFifo:
     publisher whose packets arrive a few ms late does not alternate sound and
     silence every tick), returns silence while prebuffering, and drops the
     oldest samples beyond ``capacity`` so latency stays bounded when the
-    publisher's clock runs faster than ours.
+    publisher's clock runs faster than ours. Below that hard cap a
+    :class:`~bridge.backlog.BacklogDrain` sheds whatever stood above ``target``
+    for a whole window of ticks, so a stall's backlog does not stay as delay.
     """
 
-    def __init__(self, capacity: int = 10 * BLOCK_SAMPLES, prebuffer: int = 2 * BLOCK_SAMPLES) -> None:
+    def __init__(self, capacity: int = 10 * BLOCK_SAMPLES, prebuffer: int = 2 * BLOCK_SAMPLES,
+                 target: int | None = BLOCK_SAMPLES) -> None:
         if prebuffer > capacity:
             raise ValueError("prebuffer must not exceed capacity")
+        #: None: the cap alone bounds the queue (no backlog shedding).
+        self._drain = None if target is None else BacklogDrain(target, queue="core.publisher")
         self._buf = np.zeros(capacity, dtype=np.int16)
         self._capacity = capacity
         self._prebuffer = prebuffer
@@ -108,9 +115,14 @@ class SampleFifo:
         self._size = 0
         self._primed = False
         self.dropped = 0
-        """Samples discarded because the FIFO was full (a counter for stats)."""
+        """Samples discarded because the FIFO was full or a backlog was shed (a counter for stats)."""
         self.underruns = 0
         """Ticks that found fewer than a block queued after playback had started."""
+
+    @property
+    def shed(self) -> int:
+        """Samples dropped because a backlog stood above the target (part of ``dropped``)."""
+        return 0 if self._drain is None else self._drain.shed
 
     def __len__(self) -> int:
         return self._size
@@ -154,4 +166,13 @@ class SampleFifo:
             # Ran dry: wait for a fresh prebuffer rather than playing every other packet.
             self.underruns += 1
             self._primed = False
+        if self._drain is not None:
+            self._discard(self._drain.after_read(self._size))
         return out
+
+    def _discard(self, n: int) -> None:
+        """Drop the ``n`` oldest queued samples (a standing backlog)."""
+        if n > 0:
+            self._start = (self._start + n) % self._capacity
+            self._size -= n
+            self.dropped += n

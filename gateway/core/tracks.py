@@ -16,6 +16,7 @@ import numpy as np
 import structlog
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from bridge.backlog import BacklogDrain
 from bridge.pacing import FramePacer, mono_s16_frame
 from gateway.core.mixer import BLOCK_SAMPLES, SAMPLE_RATE, SILENCE, TICK_SECONDS
 from gateway.core.speaker import SpeakerSelector
@@ -25,6 +26,9 @@ log = structlog.get_logger("gateway.core.tracks")
 
 QUEUE_BLOCKS = 5
 """A subscriber queue holds at most 100 ms; older blocks are dropped so latency cannot grow."""
+
+TARGET_BLOCKS = 1
+"""Blocks a subscriber queue may keep standing after a read; more than that for a drain window is shed."""
 
 RESYNC_SECONDS = 0.1
 """A track that fell this far behind its schedule (loop stall) restarts the schedule instead of bursting."""
@@ -36,7 +40,12 @@ def audio_frame(block: np.ndarray, pts: int) -> av.AudioFrame:
 
 
 class MixAudioTrack(MediaStreamTrack):
-    """A subscriber's audio: blocks pushed by the meeting clock, paced at 20 ms, silence on underrun."""
+    """A subscriber's audio: blocks pushed by the meeting clock, paced at 20 ms, silence on underrun.
+
+    Blocks standing in the queue above ``TARGET_BLOCKS`` for a whole drain window (a stall of the
+    sender's loop left them) are shed by a :class:`~bridge.backlog.BacklogDrain`, so the queue's
+    cap bounds the delay and the drain brings it back down.
+    """
 
     kind = "audio"
 
@@ -45,8 +54,9 @@ class MixAudioTrack(MediaStreamTrack):
         self._queue: deque[np.ndarray] = deque(maxlen=depth)
         self._arrived = asyncio.Event()
         self._pacer = FramePacer(SAMPLE_RATE, BLOCK_SAMPLES, RESYNC_SECONDS)
+        self._drain = BacklogDrain(TARGET_BLOCKS, queue="core.subscriber")
         self.dropped_blocks = 0
-        """Blocks discarded because the queue was full (the sender fell behind)."""
+        """Blocks discarded because the queue was full or a standing backlog was shed."""
         self.silent_frames = 0
         """Frames sent as silence because no block arrived within a tick."""
 
@@ -76,6 +86,9 @@ class MixAudioTrack(MediaStreamTrack):
         else:
             block = SILENCE
             self.silent_frames += 1
+        for _ in range(self._drain.after_read(len(self._queue))):
+            self._queue.popleft()
+            self.dropped_blocks += 1
         return audio_frame(block, pts)
 
 

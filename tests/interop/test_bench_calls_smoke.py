@@ -17,14 +17,16 @@ from typing import Any
 
 import pytest
 
+from bench import calls
+
 pytestmark = pytest.mark.interop
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(which: str, tmp: Path) -> tuple[dict[str, Any], str]:
+def _run(which: str, tmp: Path, *extra: str) -> tuple[dict[str, Any], str]:
     out = tmp / f"{which}.json"
-    proc = subprocess.run([sys.executable, "-m", "bench", which, "--quick", "--json", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "bench", which, "--quick", "--json", str(out), *extra],
                           cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
     print(proc.stdout)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -36,10 +38,11 @@ def _finite(*values: Any) -> bool:
 
 
 @pytest.mark.timeout(300)
-def test_calls_benchmark_quick(tmp_path: Path) -> None:
-    result, table = _run("calls", tmp_path)
-    assert "| G.711 -> gateway decode" in table and "(calibration)" in table
-    assert "same path today" in table  # (a) and (b) are not pretended to differ
+@pytest.mark.parametrize("passthrough", [False, True], ids=["transcode", "passthrough"])
+def test_calls_benchmark_quick(tmp_path: Path, passthrough: bool) -> None:
+    result, table = _run("calls", tmp_path, *(["--passthrough"] if passthrough else []))
+    assert "(calibration)" in table and "--passthrough" in table  # the note says which is which
+    assert result["path"] == calls.path_label(passthrough) and f"| {result['path']} |" in table
     rep = result["reps"][0]
     calib = rep["calibration"]
     # Two callers in one meeting on an idle loopback: both set up, and each heard the other.

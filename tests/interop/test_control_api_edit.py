@@ -19,11 +19,7 @@ Each command is an ``audit.command`` event with its action name and the operate 
 from __future__ import annotations
 
 import asyncio
-import json
-import ssl
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +27,12 @@ import pytest
 import yaml
 
 from bridge.ice import use_host_addresses
-from gateway.api.tokens import MIN_ITERATIONS, hash_token, new_token
 from tests.interop.test_walking_skeleton import run_on_private_loop
 from tests.support.audio import analyse, assert_tone, tone, write_wav
-from tests.support.control_api import check_response, make_self_signed
+from tests.support.control_api import ControlAccess
 from tests.support.gateway_process import (
     GatewayProcess,
     build_policy,
-    free_tcp_port,
     start_gateway,
 )
 from tests.support.pjsua import PjsuaResult, run_pjsua_call
@@ -52,34 +46,11 @@ TONE_HZ = 1000.0
 CALL_SECONDS = 90.0  # A's own hangup time; the test removes A long before
 
 
-class Api:
-    def __init__(self, port: int, cafile: Path, tokens: dict[str, str]) -> None:
-        self.port, self.cafile, self.tokens = port, cafile, tokens
-
-    def request(self, path: str, scope: str, method: str = "GET",
-                body: dict[str, Any] | None = None) -> tuple[int, Any]:
-        """One HTTPS request (JSON body optional), its response checked against the OpenAPI."""
-        ctx = ssl.create_default_context(cafile=str(self.cafile))
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"https://127.0.0.1:{self.port}{path}", method=method, data=data)
-        req.add_header("Authorization", f"Bearer {self.tokens[scope]}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
-                status, raw = r.status, r.read()
-        except urllib.error.HTTPError as e:
-            status, raw = e.code, e.read()
-        parsed = json.loads(raw.decode())
-        check_response(method, path, status, parsed)
-        return status, parsed
-
-
 def _call(gw: GatewayProcess, dialled: str, **kwargs: Any) -> PjsuaResult:
     return run_pjsua_call(gw.sip_uri(dialled), codec="PCMU", timeout=20, **kwargs)
 
 
-async def _scenario(gw: GatewayProcess, api: Api, tmp_path: Path) -> None:
+async def _scenario(gw: GatewayProcess, api: ControlAccess, tmp_path: Path) -> None:
     use_host_addresses(["127.0.0.1"])
     wav = write_wav(tmp_path / "a.wav", tone(TONE_HZ, 2.0, rate=8000), rate=8000)
     a_task = asyncio.ensure_future(asyncio.to_thread(
@@ -160,16 +131,11 @@ async def _scenario(gw: GatewayProcess, api: Api, tmp_path: Path) -> None:
 
 
 def test_lock_pin_change_and_mute_a_running_meeting(tmp_path: Path) -> None:
-    cert, key = make_self_signed(tmp_path / "tls")
-    tokens = {scope: new_token() for scope in ("read", "operate")}
-    port = free_tcp_port()
-    config = {"control": {"listen": f"127.0.0.1:{port}", "tls_cert": str(cert), "tls_key": str(key),
-                          "tokens": [{"id": f"test-{s}", "scope": s,
-                                      "hash": hash_token(t, iterations=MIN_ITERATIONS)}
-                                     for s, t in tokens.items()]}}
-    gw = start_gateway(tmp_path / "gw", config=config, policy={"meetings": {MEETING: {"pin": OLD_PIN}}})
+    control = ControlAccess.create(tmp_path / "tls", "read", "operate")
+    gw = start_gateway(tmp_path / "gw", config={"control": control.config()},
+                       policy={"meetings": {MEETING: {"pin": OLD_PIN}}})
     try:
-        run_on_private_loop(_scenario(gw, Api(port, cert, tokens), tmp_path), timeout=180)
+        run_on_private_loop(_scenario(gw, control, tmp_path), timeout=180)
         for action in ("meeting.lock", "meeting.unlock", "meeting.pin", "participant.mute",
                        "participant.unmute"):
             ok = gw.events("audit.command", action=action, result="ok")

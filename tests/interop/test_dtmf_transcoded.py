@@ -13,10 +13,6 @@ the digits through its ``onDtmfDigit`` callback.
 from __future__ import annotations
 
 import itertools
-import json
-import ssl
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,9 +20,8 @@ from typing import Any
 
 import pytest
 
-from gateway.api.tokens import MIN_ITERATIONS, hash_token, new_token
 from tests.peers.h323_caller import run_h323_call
-from tests.support.control_api import check_response, https_request, make_self_signed
+from tests.support.control_api import ControlAccess
 from tests.support.gateway_process import GatewayProcess, free_tcp_port
 from tests.support.pjsua import PjsuaResult, free_rtp_port, run_pjsua_call
 from tests.support.tshark import capture, decode
@@ -153,47 +148,27 @@ def test_digits_are_not_relayed_without_the_policy(
     assert b.raw.get("dtmf_received") == "", b.raw
 
 
-def _api_post(port: int, cafile: Path, token: str, path: str, body: Any) -> tuple[int, Any]:
-    ctx = ssl.create_default_context(cafile=str(cafile))
-    req = urllib.request.Request(f"https://127.0.0.1:{port}{path}", method="POST",
-                                 data=json.dumps(body).encode(), headers={
-                                     "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
-            status, answer = r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        status, answer = e.code, json.loads(e.read())
-    check_response("POST", path, status, answer)  # as docs/openapi.yaml documents it
-    return status, answer
-
-
 def test_control_api_keys_digits_toward_a_caller_on_its_own_clock(
         gateway_factory: Callable[..., GatewayProcess], tmp_path: Path) -> None:
-    cert, key = make_self_signed(tmp_path / "tls")
-    tokens = {scope: new_token() for scope in ("read", "operate")}
-    port = free_tcp_port()
-    gw = gateway_factory(config={"control": {
-        "listen": f"127.0.0.1:{port}", "tls_cert": str(cert), "tls_key": str(key),
-        "tokens": [{"id": f"t-{scope}", "scope": scope, "hash": hash_token(tok, iterations=MIN_ITERATIONS)}
-                   for scope, tok in tokens.items()]}})
+    control = ControlAccess.create(tmp_path / "tls", "read", "operate", id_prefix="t")
+    gw = gateway_factory(config={"control": control.config()})
     b_rtp = free_rtp_port()
     api_digits = "0#A"
     with capture([b_rtp], tmp_path / "b.pcapng") as cap, ThreadPoolExecutor(max_workers=1) as pool:
         b = pool.submit(run_pjsua_call, gw.sip_uri(MEETING), codec="G722", rtp_port=b_rtp, seconds=8,
                         timeout=30)
         gw.wait_for_event("call.answered", timeout=30, meeting=MEETING)
-        status, _, meeting = https_request(f"https://127.0.0.1:{port}/api/v1/meetings/{MEETING}",
-                                           cafile=cert, token=tokens["read"])
+        status, meeting = control.request(f"/api/v1/meetings/{MEETING}", "read")
         assert status == 200, meeting
         pid = meeting["participants"][0]["id"]
         path = f"/api/v1/meetings/{MEETING}/participants/{pid}/dtmf"
-        assert _api_post(port, cert, tokens["read"], path, {"digits": api_digits})[0] == 403
-        status, body = _api_post(port, cert, tokens["operate"], path, {"digits": "12x"})
+        assert control.request(path, "read", "POST", {"digits": api_digits})[0] == 403
+        status, body = control.request(path, "operate", "POST", {"digits": "12x"})
         assert status == 400 and "x" in body["error"]["message"], body
-        status, body = _api_post(port, cert, tokens["operate"],
-                                 f"/api/v1/meetings/{MEETING}/participants/nobody/dtmf", {"digits": "1"})
+        status, body = control.request(f"/api/v1/meetings/{MEETING}/participants/nobody/dtmf", "operate",
+                                       "POST", {"digits": "1"})
         assert status == 404, body
-        status, body = _api_post(port, cert, tokens["operate"], path, {"digits": api_digits.lower()})
+        status, body = control.request(path, "operate", "POST", {"digits": api_digits.lower()})
         assert (status, body.get("queued")) == (200, 3), body
         result = b.result(timeout=60)
     assert result.connected and result.codec == "G722/16000", result

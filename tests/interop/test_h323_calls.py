@@ -56,18 +56,22 @@ def h323_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[H323Gatew
 
 
 async def h323_call_with_webrtc_peer(h: H323Gateway, meeting: str, *, seconds: float = 4.0,
+                                     dialled: str | None = None, answered: dict[str, Any] | None = None,
                                      **caller: Any) -> tuple[CallerResult, Any]:
-    """Dial ``meeting`` with the H.323 caller (1 kHz) while an aiortc participant publishes
+    """Dial ``meeting`` (or ``dialled``: what the caller keys in, e.g. only the address for the
+    IVR) with the H.323 caller (1 kHz) while an aiortc participant in ``meeting`` publishes
     440 Hz; returns the caller's result and what a WHEP subscriber (excluding the participant)
-    heard once the gateway answered."""
+    heard once the gateway answered (a ``call.answered`` with the ``answered`` fields too)."""
     use_host_addresses(["127.0.0.1"])
     publisher = await publish(h.gw.http_url, meeting, audio=ToneTrack.sine(BROWSER_HZ))
     subscriber = await subscribe(h.gw.http_url, meeting, exclude=publisher.participant_id, video=False)
     loop = asyncio.get_running_loop()
     try:
         call = loop.run_in_executor(None, lambda: run_h323_call(
-            "127.0.0.1", h.port, meeting, tone_hz=CALLER_HZ, seconds=seconds, timeout=seconds + 30, **caller))
-        await loop.run_in_executor(None, lambda: h.gw.wait_for_event("call.answered", timeout=30, meeting=meeting))
+            "127.0.0.1", h.port, meeting if dialled is None else dialled, tone_hz=CALLER_HZ, seconds=seconds,
+            timeout=seconds + 30, **caller))
+        await loop.run_in_executor(None, lambda: h.gw.wait_for_event(
+            "call.answered", timeout=30, meeting=meeting, **(answered or {})))
         await asyncio.sleep(0.5)  # the first packets through a fresh leg
         heard = await subscriber.record(min(2.5, seconds - 1.5))
         result = await call

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bridge.ice import use_host_addresses
-from gateway.api.tokens import MIN_ITERATIONS, hash_token, new_token
+from tests.interop.test_h323_calls import H323Gateway as CallsGateway
+from tests.interop.test_h323_calls import h323_call_with_webrtc_peer
 from tests.interop.test_walking_skeleton import (
     BROWSER_HZ,
     CALLER_HZ,
@@ -29,9 +29,9 @@ from tests.interop.test_walking_skeleton import (
 )
 from tests.peers.h323_caller import CallerResult, run_h323_call
 from tests.support.audio import assert_tone
-from tests.support.control_api import check_response, https_request, make_self_signed
+from tests.support.control_api import ControlAccess
 from tests.support.gateway_process import GatewayProcess, free_tcp_port, start_gateway
-from tests.support.webrtc_client import ToneTrack, publish, subscribe
+from tests.support.webrtc_client import ToneTrack, publish
 
 pytestmark = pytest.mark.interop
 
@@ -40,56 +40,26 @@ LOBBY = "7004"
 POLICY = {"meetings": {**{m: {"pin": pin} for m, pin in PINS.items()}, LOBBY: {"lobby": True}}}
 
 
-class H323Gateway:
-    def __init__(self, gw: GatewayProcess, port: int, api_port: int, cafile: Path, token: str) -> None:
-        self.gw, self.port = gw, port
-        self.api_port, self.cafile, self.token = api_port, cafile, token
+class H323Gateway(CallsGateway):
+    def __init__(self, gw: GatewayProcess, port: int, control: ControlAccess) -> None:
+        super().__init__(gw, port)
+        self.control = control
 
     def api(self, path: str, method: str = "GET") -> tuple[int, Any]:
-        status, _, body = https_request(f"https://127.0.0.1:{self.api_port}{path}", cafile=self.cafile,
-                                        token=self.token, method=method)
-        check_response(method, path, status, body)
-        return status, body
+        return self.control.request(path, "operate", method)
 
 
 @pytest.fixture(scope="module")
 def h323_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[H323Gateway]:
     work = tmp_path_factory.mktemp("h323-ivr")
-    cert, key = make_self_signed(work / "tls")
-    token = new_token()
-    port, api_port = free_tcp_port(), free_tcp_port()
-    control = {"listen": f"127.0.0.1:{api_port}", "tls_cert": str(cert), "tls_key": str(key),
-               "tokens": [{"id": "test-operate", "scope": "operate",
-                           "hash": hash_token(token, iterations=MIN_ITERATIONS)}]}
+    control = ControlAccess.create(work / "tls", "operate")
+    port = free_tcp_port()
     gw = start_gateway(work / "gw", policy=POLICY,
-                       config={"h323": {"listen": f"127.0.0.1:{port}"}, "control": control})
+                       config={"h323": {"listen": f"127.0.0.1:{port}"}, "control": control.config()})
     try:
-        yield H323Gateway(gw, port, api_port, cert, token)
+        yield H323Gateway(gw, port, control)
     finally:
         gw.stop()
-
-
-async def _ivr_call_with_participant(h: H323Gateway, meeting: str, dialled: str, *, seconds: float,
-                                     **caller: Any) -> tuple[CallerResult, Any]:
-    """The H.323 caller (1 kHz) dials ``dialled`` while an aiortc participant in ``meeting`` plays
-    440 Hz; returns the caller's result and what a subscriber (minus the participant) heard after
-    the caller joined."""
-    use_host_addresses(["127.0.0.1"])
-    publisher = await publish(h.gw.http_url, meeting, audio=ToneTrack.sine(BROWSER_HZ))
-    subscriber = await subscribe(h.gw.http_url, meeting, exclude=publisher.participant_id, video=False)
-    loop = asyncio.get_running_loop()
-    try:
-        call = loop.run_in_executor(None, lambda: run_h323_call(
-            "127.0.0.1", h.port, dialled, tone_hz=CALLER_HZ, seconds=seconds, timeout=seconds + 30, **caller))
-        await loop.run_in_executor(None, lambda: h.gw.wait_for_event(
-            "call.answered", timeout=30, meeting=meeting, entry_by="ivr"))
-        await asyncio.sleep(0.5)
-        heard = await subscriber.record(2.5)
-        result = await call
-    finally:
-        await subscriber.close()
-        await publisher.close()
-    return result, heard
 
 
 @pytest.mark.parametrize(("fast_start", "meeting"), [
@@ -99,8 +69,8 @@ async def _ivr_call_with_participant(h: H323Gateway, meeting: str, dialled: str,
 def test_ip_only_dial_enters_meeting_and_pin_by_user_input_and_joins(
         h323_gateway: H323Gateway, fast_start: bool, meeting: str) -> None:
     gw = h323_gateway.gw
-    result, heard = run_on_private_loop(_ivr_call_with_participant(
-        h323_gateway, meeting, "", seconds=12.0, fast_start=fast_start, tunnelling=True,
+    result, heard = run_on_private_loop(h323_call_with_webrtc_peer(
+        h323_gateway, meeting, dialled="", answered={"entry_by": "ivr"}, seconds=12.0, fast_start=fast_start, tunnelling=True,
         dtmf=f"{meeting}#{PINS[meeting]}#"))
     assert result.connected and result.error is None, result
     started = gw.wait_for_event("ivr.started", protocol="h323", asks="meeting", fast_start=fast_start)

@@ -10,7 +10,9 @@ make both sides agree by accident.  It behaves like a small H.323 terminal (H.32
    ``h245Tunnelling`` (H.323 section 8.2.1).
 2. It follows CallProceeding/Alerting/Connect/Facility: takes Fast Start answers (the callee's
    RTP address), connects to an ``h245Address`` (in any message or Facility ``startH245``,
-   H.323 section 8.2.3) when tunnelling is off, and handles tunnelled ``h245Control``.
+   H.323 section 8.2.3) when tunnelling is off, and handles tunnelled ``h245Control``.  With
+   ``h245_listen`` it listens for H.245 itself and puts that address in Setup ``h245Address``
+   (and connects to none the gateway names once the gateway has connected).
 3. H.245 as a terminal (type 50): TCS and MSD of its own, acks the callee's, and without Fast
    Start opens its G.711 channel and acks the callee's OLC with its RTP/RTCP addresses.
 4. Media: a tone as RTP (PCMU or PCMA, 20 ms packets), and it records what it receives;
@@ -80,6 +82,9 @@ class CallerResult:
     error: str | None = None
     signalling_port: int | None = None
     h245_local_port: int | None = None
+    #: Our own H.245 listener's port (``h245_listen``) and the connections accepted there.
+    h245_listen_port: int | None = None
+    h245_accepted: int = 0
     #: userInputIndication received from the gateway: ("signal"|"alphanumeric", key, duration).
     user_input: list[tuple[str, str, int | None]] = field(default_factory=list)
     pcm: list[np.ndarray] = field(default_factory=list, repr=False)
@@ -151,7 +156,8 @@ class H323Caller:
     def __init__(self, host: str, port: int, meeting: str, *, alias: str = "number",
                  fast_start: bool = True, tunnelling: bool = True, codec: str = "PCMU",
                  tone_hz: float = 1000.0, seconds: float = 4.0, timeout: float = 30.0,
-                 amplitude: float = 0.3, dtmf: str = "") -> None:
+                 amplitude: float = 0.3, dtmf: str = "", h245_listen: bool = False,
+                 commands: tuple[Any, ...] = ()) -> None:
         if codec not in CAPABILITY:
             raise ValueError(f"codec {codec!r}: PCMU or PCMA")
         self.host, self.port, self.meeting = host, port, meeting
@@ -159,6 +165,8 @@ class H323Caller:
         self.codec, self.tone_hz, self.seconds, self.timeout = codec, tone_hz, seconds, timeout
         self.amplitude = amplitude
         self.dtmf = dtmf
+        #: H.245 commands (typed, e.g. ``h245.FlowControlCommand``) sent once media flows.
+        self.commands = commands
         self.result = CallerResult()
         self.crv = random.randrange(1, 0x7FFF)
         self.call_id = os.urandom(16)
@@ -167,6 +175,13 @@ class H323Caller:
         self.local_rtp = ("127.0.0.1", self.rtp.getsockname()[1])
         self.sig: _Framed | None = None
         self.h245_conn: _Framed | None = None
+        self.h245_listener: socket.socket | None = None
+        if h245_listen and not tunnelling:
+            self.h245_listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.h245_listener.bind(("127.0.0.1", 0))
+            self.h245_listener.listen(4)
+            self.h245_listener.setblocking(False)
+            self.result.h245_listen_port = self.h245_listener.getsockname()[1]
         self.h245_started = False
         self.tcs_acked = False
         self.remote_tcs = False
@@ -222,7 +237,8 @@ class H323Caller:
             dest_call_signal_address=TransportAddress(self.host, self.port),
             source_call_signal_address=TransportAddress(local[0], local[1]),
             fast_start=self._proposals() if self.use_fast_start else None,
-            vendor=h225.VendorInfo(b"roomgate-h323-caller", b"1"))
+            vendor=h225.VendorInfo(b"roomgate-h323-caller", b"1"),
+            h245_address=TransportAddress(*self.h245_listener.getsockname()) if self.h245_listener else None)
         self._send_sig(MessageType.SETUP, body, *ies)
 
     # -- H.245 as a terminal (H.245 section 8) --------------------------------------------------
@@ -294,6 +310,22 @@ class H323Caller:
         sock.setblocking(False)
         self.h245_conn = _Framed(sock)
         self.result.h245_local_port = sock.getsockname()[1]
+        self._start_h245()
+
+    def _accept_h245(self) -> None:
+        """The gateway connected to our H.245 listener: the first connection is the call's H.245,
+        any further one is counted and closed (only one must ever come)."""
+        assert self.h245_listener is not None
+        try:
+            sock, _ = self.h245_listener.accept()
+        except BlockingIOError:
+            return
+        self.result.h245_accepted += 1
+        if self.h245_conn is not None:
+            sock.close()
+            return
+        sock.setblocking(False)
+        self.h245_conn = _Framed(sock)
         self._start_h245()
 
     # -- call signalling --------------------------------------------------------------------
@@ -405,6 +437,8 @@ class H323Caller:
                         if self.dtmf and self.h245_started:
                             # H.323 section 10.5: DTMF as userInputIndication (signal), 100 ms each
                             self._send_h245(*(h245.UserInputIndication(signal=d, duration=100) for d in self.dtmf))
+                        if self.commands and self.h245_started:
+                            self._send_h245(*self.commands)
                     while next_rtp is not None and now >= next_rtp:
                         self._send_rtp()
                         next_rtp += 0.02
@@ -416,7 +450,7 @@ class H323Caller:
                 wait = 0.005 if next_rtp is not None else 0.05
                 socks = [s for s in (self.sig.sock if self.sig.open else None,
                                      self.h245_conn.sock if self.h245_conn and self.h245_conn.open else None,
-                                     self.rtp) if s is not None]
+                                     self.rtp, self.h245_listener) if s is not None]
                 readable, _, _ = select.select(socks, [], [], wait)
                 self._read(readable)
             else:
@@ -426,7 +460,7 @@ class H323Caller:
             self.result.error = f"{type(exc).__name__}: {exc}"
         finally:
             for s in (self.sig.sock if self.sig else None, self.h245_conn.sock if self.h245_conn else None,
-                      self.rtp, self.rtcp):
+                      self.rtp, self.rtcp, self.h245_listener):
                 if s is not None:
                     s.close()
         return self.result
@@ -435,6 +469,8 @@ class H323Caller:
         for s in readable:
             if s is self.rtp:
                 self._receive_rtp()
+            elif self.h245_listener is not None and s is self.h245_listener:
+                self._accept_h245()
             elif self.sig is not None and s is self.sig.sock:
                 try:
                     payloads = self.sig.read()
@@ -477,9 +513,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--codec", default="PCMU")
     p.add_argument("--alias", default="number")
     p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--h245-listen", action="store_true", help="offer our own H.245 address in Setup")
     a = p.parse_args(argv)
     result = run_h323_call(a.host, a.port, a.meeting, fast_start=not a.no_fast_start,
-                           tunnelling=not a.no_tunnelling, codec=a.codec, alias=a.alias, seconds=a.seconds)
+                           tunnelling=not a.no_tunnelling, codec=a.codec, alias=a.alias, seconds=a.seconds,
+                           h245_listen=a.h245_listen)
     print(json.dumps(result.as_dict(), default=str))
     return 0 if result.connected else 1
 

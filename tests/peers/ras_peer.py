@@ -3,11 +3,14 @@ layer only (``h323.ras`` encoders/decoders), never with the gateway's ``ras_clie
 ``gatekeeper`` code paths.
 
 - :class:`EndpointPeer`: an H.323 endpoint talking to a gatekeeper (the gateway in
-  ``h323.gatekeeper: own`` mode): GRQ, RRQ, keep-alive RRQ, ARQ, DRQ, URQ, LRQ; each call sends
-  one request and returns the decoded answer (retrying like H.225.0 section 7.9 says).
+  ``h323.gatekeeper: own`` mode): GRQ, RRQ, keep-alive RRQ, ARQ, DRQ, URQ, LRQ, and an IRR that
+  asks for an IACK; each call sends one request and returns the decoded answer (retrying like
+  H.225.0 section 7.9 says).
 - :class:`GatekeeperPeer`: a minimal gatekeeper on a thread (the gateway registers to it):
-  GCF, RCF with a chosen ``timeToLive``, ACF (or ARJ for the meetings in ``reject``), DCF, UCF.
-  Every datagram it receives is kept in ``received`` with its arrival time (monotonic).
+  GCF, RCF with a chosen ``timeToLive``, ACF (or ARJ for the meetings in ``reject``; with
+  ``irrFrequency`` when ``irr_frequency`` is set), DCF, UCF; :meth:`GatekeeperPeer.irq` sends an
+  IRQ to the registered endpoint.  Every datagram it receives is kept in ``received`` with its
+  arrival time (monotonic).
 """
 
 from __future__ import annotations
@@ -103,6 +106,14 @@ class EndpointPeer:
         return self.request(ras.location_request(next(self._seq), (Alias("dialledDigits", destination),),
                                                  self.ras_address))
 
+    def irr(self, call_id: bytes) -> ras.RasMessage:
+        """An unsolicited IRR about one call with ``needResponse`` TRUE: the answer is an IACK."""
+        msg = ras.info_request_response(next(self._seq), self.endpoint_id or "none", self.ras_address,
+                                        self.call_signal, (ras.PerCallInfo(7, call_id, call_id, self.call_signal),),
+                                        unsolicited=True, role="terminal")
+        msg.value["needResponse"] = True
+        return self.request(msg)
+
 
 @dataclass(frozen=True)
 class Received:
@@ -115,7 +126,7 @@ class GatekeeperPeer:
     """A minimal gatekeeper on a thread; ``port`` is its RAS port."""
 
     def __init__(self, *, time_to_live: int = 4, reject: tuple[str, ...] = (),
-                 gatekeeper_id: str = "peer-gk") -> None:
+                 gatekeeper_id: str = "peer-gk", irr_frequency: int | None = None) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.2)
@@ -124,7 +135,9 @@ class GatekeeperPeer:
         self.time_to_live = time_to_live
         self.reject = reject
         self.gatekeeper_id = gatekeeper_id
+        self.irr_frequency = irr_frequency
         self.endpoint_id = "ep-" + os.urandom(3).hex()
+        self._irq_seq = itertools.count(5000)
         self.received: list[Received] = []
         self.undecodable = 0
         self._lock = threading.Lock()
@@ -157,6 +170,17 @@ class GatekeeperPeer:
             time.sleep(0.05)
         raise RasPeerError(f"saw {self.names()}, not {count} x {abbreviation}")
 
+    def irq(self, call_reference: int = 0) -> int:
+        """Send an IRQ (H.225.0 7.7.18) to where the endpoint's RRQ came from; returns its
+        ``requestSeqNum`` (the IRR answering it carries the same)."""
+        with self._lock:
+            rrq = next((r for r in self.received if r.message.name == "registrationRequest"), None)
+        if rrq is None:
+            raise RasPeerError("no endpoint registered yet")
+        seq = next(self._irq_seq)
+        self.sock.sendto(ras.info_request(seq, call_reference).encode(), rrq.source)
+        return seq
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -187,7 +211,7 @@ class GatekeeperPeer:
             if dialled & set(self.reject):
                 return ras.reject(msg.name, seq, "requestDenied")
             dest = msg.addresses("destCallSignalAddress")
-            return ras.admission_confirm(seq, dest[0] if dest else self.address)
+            return ras.admission_confirm(seq, dest[0] if dest else self.address, irr_frequency=self.irr_frequency)
         if msg.name == "disengageRequest":
             return ras.disengage_confirm(seq)
         if msg.name == "unregistrationRequest":

@@ -4,6 +4,8 @@ What /work/shared/PEERS.md says works: ``aufile`` as the audio source (a WAV fil
 to record what it hears (``snd_path``), ``aubridge`` as a null player, ``-n 127.0.0.1``, and
 ``-e "/dial URI" -t SECS`` to call and exit.  Media encryption is per account
 (``;mediaenc=srtp-mand`` ... RFC 4568 SDES).  Each run gets its own config directory.
+``codec="opus"`` loads ``opus.so`` too; baresip's aufile source then needs a 2-channel
+48 kHz WAV (:func:`write_stereo_wav`: with a mono file it opens no audio source).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +49,17 @@ class BaresipResult:
         return read_wav(self.recording_path)
 
 
+def write_stereo_wav(path: Path, samples: np.ndarray, rate: int = 48000) -> Path:
+    """Write mono int16 ``samples`` to both channels of a PCM WAV (baresip's Opus source)."""
+    mono = np.asarray(samples, dtype=np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.stack([mono, mono], axis=1).tobytes())
+    return path
+
+
 def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -68,8 +82,9 @@ def run_baresip_call(uri: str, workdir: Path, *, play_wav: Path, seconds: float 
     shutil.rmtree(rec, ignore_errors=True)  # one run's recordings only
     rec.mkdir(parents=True)
     # The media encryption module must be loaded before account.so reads the accounts.
-    modules = (["srtp"] if mediaenc else []) + ["g711", "g722", "aufile", "sndfile", "aubridge",
-                                                "uuid"]
+    codecs = ["opus"] if codec.lower() == "opus" else []
+    modules = (["srtp"] if mediaenc else []) + codecs + ["g711", "g722", "aufile", "sndfile",
+                                                         "aubridge", "uuid"]
     port = _free_udp_port()
     (conf / "config").write_text("\n".join([
         f"module_path {MODULES}",

@@ -14,6 +14,7 @@ import re
 import ssl
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -50,12 +51,16 @@ def make_self_signed(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]
 
 
 def https_request(url: str, *, cafile: Path, token: str | None = None, method: str = "GET",
-                  timeout: float = 10.0) -> tuple[int, dict[str, str], Any]:
-    """(status, headers, parsed JSON body or text) of one HTTPS request, verifying ``cafile``."""
+                  timeout: float = 10.0, body: Any = None) -> tuple[int, dict[str, str], Any]:
+    """(status, headers, parsed JSON body or text) of one HTTPS request (``body``: sent as JSON),
+    verifying ``cafile``."""
     ctx = ssl.create_default_context(cafile=str(cafile))
-    req = urllib.request.Request(url, method=method)
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, method=method, data=data)
     if token is not None:
         req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
             status, headers, raw = r.status, dict(r.headers), r.read()
@@ -66,6 +71,45 @@ def https_request(url: str, *, cafile: Path, token: str | None = None, method: s
         return status, headers, json.loads(text)
     except ValueError:
         return status, headers, text
+
+
+@dataclass(frozen=True)
+class ControlAccess:
+    """What a test needs to reach a test gateway's control API: the loopback port it listens on,
+    its self-signed certificate (the CA to trust) and one bearer token per scope, whose ids
+    (``{id_prefix}-{scope}``) are what ``audit.command`` events name."""
+
+    port: int
+    cert: Path
+    key: Path
+    tokens: dict[str, str]
+    id_prefix: str = "test"
+
+    @classmethod
+    def create(cls, folder: Path, *scopes: str, id_prefix: str = "test") -> ControlAccess:
+        """A certificate in ``folder``, a free port and a fresh token for each of ``scopes``."""
+        from gateway.api.tokens import new_token
+        from tests.support.gateway_process import free_tcp_port
+
+        cert, key = make_self_signed(folder)
+        return cls(free_tcp_port(), cert, key, {scope: new_token() for scope in scopes}, id_prefix)
+
+    def config(self) -> dict[str, Any]:
+        """The gateway config's ``control`` block: TLS on loopback, each token stored hashed."""
+        from gateway.api.tokens import MIN_ITERATIONS, hash_token
+
+        return {"listen": f"127.0.0.1:{self.port}", "tls_cert": str(self.cert), "tls_key": str(self.key),
+                "tokens": [{"id": f"{self.id_prefix}-{scope}", "scope": scope,
+                            "hash": hash_token(token, iterations=MIN_ITERATIONS)}
+                           for scope, token in self.tokens.items()]}
+
+    def request(self, path: str, scope: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
+        """One request with ``scope``'s token (``body``: JSON), its response checked against
+        docs/openapi.yaml (:func:`check_response`)."""
+        status, _, parsed = https_request(f"https://127.0.0.1:{self.port}{path}", cafile=self.cert,
+                                          token=self.tokens[scope], method=method, body=body)
+        check_response(method, path, status, parsed)
+        return status, parsed
 
 
 @cache

@@ -112,6 +112,13 @@ class UacCall:
         self.uac._calls.pop((self.call_id, self.dialog.local_tag), None)
         return await self.uac._request_in_dialog(self, "BYE", timeout=timeout)
 
+    async def reinvite_without_sdp(self, answer_for: Callable[[SessionDescription], str | None],
+                                   timeout: float = 10.0) -> SessionDescription:
+        """A re-INVITE without SDP (RFC 3261 14.2, as CUCM sends on resume): the gateway's 2xx
+        carries its offer, our ACK the SDP ``answer_for(offer)`` returns (None: no body).
+        Returns the gateway's offer; raises CallFailed on a non-2xx."""
+        return await self.uac._reinvite_without_sdp(self, answer_for, timeout)
+
     async def info(self, content_type: str, body: bytes | str,
                    timeout: float | None = None) -> SipResponse:
         """Send INFO (RFC 6086) in the dialog; returns its final response."""
@@ -283,6 +290,28 @@ class SipUac:
         if resp.status >= 300:
             raise CallFailed(resp.status, resp.reason)
         return resp
+
+    async def _reinvite_without_sdp(self, call: UacCall,
+                                    answer_for: Callable[[SessionDescription], str | None],
+                                    timeout: float) -> SessionDescription:
+        req = call.dialog.build_request("INVITE", self._via(new_branch()))
+        req.headers.add("Contact", self.contact)
+        req.headers.add("User-Agent", USER_AGENT)
+        ctx = self._start(req, self._target_addr(call))
+        resp = await asyncio.wait_for(asyncio.shield(ctx.future), timeout)
+        if resp.status >= 300:
+            raise CallFailed(resp.status, resp.reason)
+        offer = SessionDescription.parse(resp.body)
+        answer = answer_for(offer)
+        call.dialog.local_seq -= 1  # the ACK takes the re-INVITE's CSeq number (13.2.2.4)
+        ack = call.dialog.build_request("ACK", self._via(new_branch()))
+        if answer is not None:
+            ack.headers.add("Content-Type", "application/sdp")
+            ack.body = answer.encode()
+            call.offer = answer  # what we answer a later re-INVITE of the gateway with
+        call.ack = bytes(ack)  # a retransmitted 2xx gets this ACK again
+        self._sendto(call.ack, self._target_addr(call))
+        return offer
 
     def _on_request(self, req: SipRequest, addr: tuple[str, int]) -> None:
         """The gateway's request: in-dialog ones are answered 200 and reported, others 481."""

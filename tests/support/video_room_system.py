@@ -32,6 +32,7 @@ from bridge.rtcp import PT_PSFB, RawRtcp, RtcpError, parse_compound
 from bridge.rtcp_feedback import Pli
 from bridge.rtp import RtpError, RtpPacket, looks_like_rtcp
 from bridge.webrtc_leg import prefer_h264, tap_encoded_frames
+from sip.info import InfoBodyError, KeyframeRequest, classify, content_type
 
 VIDEO_CLOCK = 90_000
 
@@ -112,17 +113,21 @@ def mean_rgb(frame: av.VideoFrame) -> tuple[int, int, int]:
 
 # -- the room system's video socket pair (interop) ---------------------------------------------
 
-def video_offer_lines(host: str, rtp_port: int, payload_type: int = 96) -> list[str]:
+def video_offer_lines(host: str, rtp_port: int, payload_type: int = 96, *, feedback: bool = True,
+                      tias_bps: int | None = 1024000) -> list[str]:
     """A main-video m-line as room systems offer it: H.264 packetization-mode 1 over RTP/AVPF
-    with PLI/FIR feedback (RFC 6184, RFC 4585, RFC 5104), appended after the audio line."""
+    with PLI/FIR feedback (RFC 6184, RFC 4585, RFC 5104), appended after the audio line.
+    ``feedback=False`` is the older Cisco/Polycom kind: RTP/AVP, no ``a=rtcp-fb``, keyframes
+    asked for by SIP INFO (RFC 5168, see :meth:`RoomVideoEndpoint.on_sip_request`).
+    ``tias_bps`` is its receive cap (``b=TIAS``, RFC 3890); None states none."""
+    fb = [f"a=rtcp-fb:{payload_type} nack pli", f"a=rtcp-fb:{payload_type} ccm fir"] if feedback else []
     return [
-        f"m=video {rtp_port} RTP/AVPF {payload_type}",
+        f"m=video {rtp_port} RTP/{'AVPF' if feedback else 'AVP'} {payload_type}",
         f"c=IN IP4 {host}",
-        "b=TIAS:1024000",
+        *([f"b=TIAS:{tias_bps}"] if tias_bps is not None else []),
         f"a=rtpmap:{payload_type} H264/90000",
         f"a=fmtp:{payload_type} profile-level-id=42e01f;packetization-mode=1",
-        f"a=rtcp-fb:{payload_type} nack pli",
-        f"a=rtcp-fb:{payload_type} ccm fir",
+        *fb,
         "a=sendrecv",
     ]
 
@@ -158,6 +163,8 @@ class RoomVideoEndpoint:
         self.lost_at: list[float] = []
         #: The meeting's video received: (arrival wall-clock time, access unit).
         self.received: list[tuple[float, AccessUnit]] = []
+        #: RTP payload bytes of the meeting's video as they arrived: (loop time, bytes).
+        self.payload_in: list[tuple[float, int]] = []
         self.depacketizer = H264Depacketizer()
         self._lose = 0
         self._task: asyncio.Task[None] | None = None
@@ -192,11 +199,17 @@ class RoomVideoEndpoint:
             self._rtcp_in(data, addr)
             return
         try:
-            units = self.depacketizer.push(RtpPacket.parse(data))
+            packet = RtpPacket.parse(data)
+            self.payload_in.append((asyncio.get_running_loop().time(), len(packet.payload)))
+            units = self.depacketizer.push(packet)
         except (RtpError, H264Error):
             return
         now = time.time()
         self.received += [(now, u) for u in units]
+
+    def payload_bps(self, start: float, end: float) -> float:
+        """The meeting's video received between two loop times, in RTP payload bit/s."""
+        return sum(n for t, n in self.payload_in if start <= t < end) * 8 / (end - start)
 
     def send_pli(self, remote_rtcp: tuple[str, int]) -> None:
         """Ask the gateway for a keyframe of the meeting's video, as a room system does."""
@@ -214,6 +227,19 @@ class RoomVideoEndpoint:
                 self.keyframe_requests.append((asyncio.get_running_loop().time(),
                                                "pli" if p.fmt == 1 else "fir"))
                 self.source.request_keyframe()
+
+    def on_sip_request(self, request: Any) -> None:
+        """An in-dialog request from the gateway (``UacCall.on_request``): an INFO
+        ``picture_fast_update`` (RFC 5168) is honoured with an IDR, like an RTCP PLI."""
+        if request.method != "INFO":
+            return
+        try:
+            said = classify(content_type(request.headers.get("Content-Type")), request.body or b"")
+        except (InfoBodyError, LookupError):
+            return
+        if isinstance(said, KeyframeRequest):
+            self.keyframe_requests.append((asyncio.get_running_loop().time(), "sip_info"))
+            self.source.request_keyframe()
 
     def lose_next_packet(self) -> None:
         """Leave the next RTP packet out (loss on the way: the receiver sees a sequence gap)."""

@@ -64,7 +64,7 @@ class WhipError(RuntimeError):
 
 
 class ToneTrack(MediaStreamTrack):
-    """Audio from numpy samples (mono int16 at 48 kHz), looped, paced in real time, 20 ms frames."""
+    """Audio from numpy samples (mono int16 at 48 kHz), looped, paced in real time, 20 ms stereo frames (L=R)."""
 
     kind = "audio"
 
@@ -94,8 +94,11 @@ class ToneTrack(MediaStreamTrack):
                 await asyncio.sleep(delay)
         idx = (self._pos + np.arange(FRAME_SAMPLES)) % self._samples.size
         self._pos = (self._pos + FRAME_SAMPLES) % self._samples.size
-        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
-        frame.planes[0].update(self._samples[idx].tobytes())
+        # Stereo with L=R, as a browser's mono microphone reaches the Opus encoder: aiortc's
+        # encoder is always stereo and would upmix a mono frame at -3 dB. Written here rather
+        # than borrowed from bridge.pacing, so the test peer stays independent of the gateway.
+        frame = av.AudioFrame(format="s16", layout="stereo", samples=FRAME_SAMPLES)
+        frame.planes[0].update(np.repeat(self._samples[idx], 2).tobytes())
         frame.sample_rate = RATE
         frame.pts = self._pts
         frame.time_base = fractions.Fraction(1, RATE)

@@ -24,6 +24,7 @@ from bridge.session import MediaSession
 from bridge.srtp import SdesSrtp
 from bridge.video_leg import LegacyVideoLeg, VideoCounters, VideoInbound, VideoLegParams
 from bridge.webrtc_leg import (
+    VIDEO_RESTART_STEP,
     EncodedFrameTap,
     RoomVideoTrack,
     WebRtcLeg,
@@ -193,11 +194,13 @@ async def _test_track_waits_for_a_keyframe_then_yields_annexb_packets_at_90khz()
     assert asked == ["no_keyframe_yet"] and track.dropped_units == 1
     for i in range(1, 4):
         track.push(_unit((t0 + 3000 * i) & 0xFFFFFFFF, i == 1))
-    track.push(_unit(5, False))  # a step backwards (a restarted sender) does not move pts back
+    # A step backwards (a restarted sender, a re-offer to a new port) never moves pts back, and
+    # moves it one frame: a picture stamped like the previous one would merge into it downstream.
+    track.push(_unit(5, False))
     packets = [await track.recv() for _ in range(4)]
     assert all(isinstance(p, av.Packet) for p in packets)
     assert bytes(packets[0]) == b"\x00\x00\x00\x01\x65\x88"
-    assert [p.pts for p in packets] == [3000, 6000, 9000, 9000]
+    assert [p.pts for p in packets] == [3000, 6000, 9000, 9000 + VIDEO_RESTART_STEP]
     assert packets[0].time_base == packets[0].time_base.__class__(1, 90000)
 
 
@@ -386,3 +389,241 @@ def test_a_reoffer_keeps_the_running_video_line_only_when_the_leg_can_take_it() 
         session.legacy.close()
         assert session.video is not None
         session.video.close()
+
+
+# -- keyframes toward a room system without RTCP feedback: SIP INFO and the periodic refresh -----
+
+class _Dialog:
+    """Stands in for ``sip.calls.InboundCall``: keeps the INFOs the gateway sends."""
+
+    def __init__(self, confirmed: bool = True) -> None:
+        self.confirmed = confirmed
+        self.infos: list[tuple[str, bytes]] = []
+
+    def send_info(self, content_type: str, body: bytes) -> bool:
+        if self.confirmed:
+            self.infos.append((content_type, body))
+        return self.confirmed
+
+
+def test_a_room_system_without_rtcp_feedback_is_asked_by_sip_info_picture_fast_update() -> None:
+    """The gateway's wiring (``CallController._send_picture_fast_update``, set as the video leg's
+    ``on_sip_info``): the core's request becomes one RFC 5168 INFO our own INFO parser reads as
+    a keyframe request -- even before any video arrived (INFO names no SSRC); a dialog that
+    cannot carry it (not confirmed) is not counted as asked."""
+    run(_sip_info_wiring())
+
+
+async def _sip_info_wiring() -> None:
+    from gateway.calls import CallController, LegacyCall
+    from sip.info import KeyframeRequest, classify
+
+    ports = PortAllocator(31320, 31330, address="127.0.0.1")
+    for confirmed in (True, False):
+        dialog = _Dialog(confirmed)
+        entry = LegacyCall(call=dialog, meeting="m", label="l")  # type: ignore[arg-type]
+        leg = LegacyVideoLeg(lease=ports.allocate(), params=VideoLegParams(
+            payload_type=PT, remote_address="127.0.0.1", remote_port=9))
+        leg.on_sip_info = lambda entry=entry: CallController._send_picture_fast_update(entry)  # type: ignore[misc]
+        try:
+            await leg.start()
+            assert leg.request_keyframe("vas_switch") is confirmed
+            assert leg.counters.keyframe_requests_out == int(confirmed)
+        finally:
+            leg.close()
+        if confirmed:
+            ((ctype, body),) = dialog.infos
+            assert ctype == "application/media_control+xml"
+            assert isinstance(classify(ctype, body), KeyframeRequest)
+        else:
+            assert dialog.infos == []
+    entry.ended = True
+    assert CallController._send_picture_fast_update(entry) is False
+
+
+def test_periodic_refresh_runs_only_toward_a_room_system_that_cannot_ask() -> None:
+    """bridge.keyframe's fallback: without ``a=rtcp-fb`` the core is asked for an IDR every
+    ``fallback_interval``; with PLI negotiated never (the room system asks when it needs one)."""
+    run(_periodic_refresh())
+
+
+async def _periodic_refresh() -> None:
+    ports = PortAllocator(31340, 31350, address="127.0.0.1")
+    asked: dict[tuple[str, ...], list[str]] = {}
+    legs = []
+    try:
+        for feedback in ((), ("nack pli",)):
+            leg = LegacyVideoLeg(lease=ports.allocate(), fallback_interval=0.1, params=VideoLegParams(
+                payload_type=PT, remote_address="127.0.0.1", remote_port=9, feedback=feedback))
+            got = asked[feedback] = []
+            leg.on_core_keyframe = lambda got=got: got.append("core")  # type: ignore[misc]
+            await leg.start()
+            legs.append(leg)
+        await asyncio.sleep(0.45)
+        refreshes = len(asked[()])
+        assert legs[0].keyframes is not None
+        print(f"periodic refreshes in 0.45 s at 0.1 s: {refreshes}; "
+              f"translator sent {dict(legs[0].keyframes.sent)}")
+        assert refreshes >= 2 and legs[0].keyframes.sent["core/force_keyframe"] == refreshes
+        assert asked[("nack pli",)] == []
+        legs[0].close()  # a closed leg's timer is cancelled
+        await asyncio.sleep(0.25)
+        assert len(asked[()]) == refreshes
+    finally:
+        for leg in legs:
+            leg.close()
+
+
+# -- bitrate toward the room system: SDP cap, REMB/TMMBR (TMMBN back), the REMB we report ------
+
+def test_the_room_systems_sdp_cap_reaches_the_video_leg() -> None:
+    """``b=TIAS`` is taken as is (payload bit/s); without the offer only our ceiling applies."""
+    offer = SessionDescription.parse(OFFER.replace("a=rtpmap:96", "b=TIAS:300000\r\na=rtpmap:96"))
+    choice = choose_call_video(offer, _policy())
+    assert choice is not None
+    assert video_leg_params(choice, offer).bitrate_cap_bps == 300_000
+    assert video_leg_params(choice).bitrate_cap_bps is None
+    ports = PortAllocator(31360, 31364, address="127.0.0.1")
+    leg = LegacyVideoLeg(lease=ports.allocate(), params=video_leg_params(choice, offer))
+    try:
+        assert leg.bitrate.target_bps == 300_000 and leg.stats()["bitrate_target_bps"] == 300_000
+    finally:
+        leg.close()
+
+
+def test_room_system_remb_and_tmmbr_move_the_target_and_tmmbr_gets_a_tmmbn() -> None:
+    run(_remb_tmmbr())
+
+
+async def _remb_tmmbr() -> None:
+    from bridge.bitrate import CEILING_BPS, payload_share
+    from bridge.rtcp_feedback import Remb, Tmmbn, Tmmbr, parse_feedback
+
+    room = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    room.bind(("127.0.0.1", 0))
+    room.setblocking(False)
+    ports = PortAllocator(31370, 31380, address="127.0.0.1")
+    leg = LegacyVideoLeg(lease=ports.allocate(), params=VideoLegParams(
+        payload_type=PT, remote_address="127.0.0.1", remote_port=room.getsockname()[1] - 1))
+    try:
+        await leg.start()
+        assert leg.bitrate.target_bps == CEILING_BPS
+        room.sendto(Remb(0x1234, 900_000, (leg.ssrc,)).to_bytes(), ("127.0.0.1", leg.lease.rtcp_port))
+        await asyncio.sleep(0.05)
+        assert leg.bitrate.target_bps == payload_share(900_000)
+        room.sendto(Tmmbr(0x1234, ((leg.ssrc, 400_000, 40),)).to_bytes(), ("127.0.0.1", leg.lease.rtcp_port))
+        await asyncio.sleep(0.05)
+        assert leg.bitrate.target_bps == payload_share(400_000, 40)
+        (raw,) = [p for p in parse_compound(room.recv(2048)) if isinstance(p, RawRtcp)]
+        assert parse_feedback(raw) == Tmmbn(leg.ssrc, ((0x1234, 400_000, 40),))
+        # A TMMBR for another sender's SSRC is not ours to obey or acknowledge.
+        room.sendto(Tmmbr(0x1234, ((leg.ssrc ^ 1, 100_000, 40),)).to_bytes(), ("127.0.0.1", leg.lease.rtcp_port))
+        await asyncio.sleep(0.05)
+        assert leg.bitrate.target_bps == payload_share(400_000, 40)
+        with pytest.raises(BlockingIOError):
+            room.recv(2048)
+        c = leg.counters
+        assert (c.bitrate_feedback_in, c.tmmbn_out, c.dropped) == (3, 1, 0)
+    finally:
+        leg.close()
+        room.close()
+
+
+class _Estimator:
+    """aiortc's ``RemoteBitrateEstimator.add`` contract: ``(bitrate, ssrcs)`` or None."""
+
+    def __init__(self, results: list[tuple[int, list[int]] | None]) -> None:
+        self.results = results
+
+    def add(self, **_: object) -> tuple[int, list[int]] | None:
+        return self.results.pop(0)
+
+
+def test_the_remb_our_whep_receiver_reports_is_capped_by_the_room_systems_target() -> None:
+    """bridge.webrtc_leg.cap_remb on a real aiortc RTCRtpReceiver: min(estimate, cap), the
+    estimator's silences (None) and SSRC list untouched, a changed cap read at each REMB."""
+    from unittest import mock
+
+    from aiortc import RTCRtpReceiver
+
+    from bridge.webrtc_leg import cap_remb
+
+    receiver = RTCRtpReceiver("video", mock.Mock())
+    real = receiver._RTCRtpReceiver__remote_bitrate_estimator  # type: ignore[attr-defined]
+    assert hasattr(real, "add")  # the aiortc attribute the hook relies on is still there
+    estimator = _Estimator([(1_500_000, [7]), None, (250_000, [7]), (1_500_000, [7, 8])])
+    receiver._RTCRtpReceiver__remote_bitrate_estimator = estimator  # type: ignore[attr-defined]
+    cap: list[int | None] = [600_000]
+    cap_remb(receiver, lambda: cap[0])
+    add = estimator.add
+    assert add(abs_send_time=0, arrival_time_ms=0, payload_size=1, ssrc=7) == (600_000, [7])
+    assert add(abs_send_time=0, arrival_time_ms=1, payload_size=1, ssrc=7) is None
+    assert add(abs_send_time=0, arrival_time_ms=2, payload_size=1, ssrc=7) == (250_000, [7])
+    cap[0] = None
+    assert add(abs_send_time=0, arrival_time_ms=3, payload_size=1, ssrc=7) == (1_500_000, [7, 8])
+    audio = RTCRtpReceiver("audio", mock.Mock())
+    cap_remb(audio, lambda: 1)  # no estimator on audio receivers: nothing to hook, no error
+
+
+# -- re-offers: re-target and hold/resume the running video leg --------------------------------
+
+def test_a_reoffer_retargets_the_video_leg_and_holds_or_resumes_it() -> None:
+    """RFC 3264 8 through ``gateway.calls.renegotiate_video``: ``a=sendonly`` holds our video
+    (counted, nothing sent), a new port re-targets and drops the latch, resuming asks the core
+    for an IDR, a line not kept holds, ``c=0.0.0.0`` holds without moving the target."""
+    run(_reoffer_video_leg())
+
+
+async def _reoffer_video_leg() -> None:
+    from types import SimpleNamespace
+
+    from gateway.calls import renegotiate_video
+
+    room = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    room.bind(("127.0.0.1", 0))
+    room.setblocking(False)
+    room_port = room.getsockname()[1]
+    offer_text = OFFER.replace("198.51.100.7", "127.0.0.1").replace("m=video 40002", f"m=video {room_port}")
+    ports = PortAllocator(31390, 31400, address="127.0.0.1")
+    first = choose_call_video(SessionDescription.parse(offer_text), _policy())
+    assert first is not None
+    leg = LegacyVideoLeg(lease=ports.allocate(), params=video_leg_params(first))
+    session = SimpleNamespace(video=leg)
+    asked: list[str] = []
+    leg.on_core_keyframe = lambda: asked.append("core")
+    try:
+        await leg.start()
+        (datagram,) = RoomVideoSender(PT).datagrams(_PICTURES[0])
+        leg._rtp_received(datagram, ("127.0.0.1", room_port))
+        assert leg.inbound.latched == ("127.0.0.1", room_port)
+
+        held = SessionDescription.parse(offer_text.replace("a=rtcp-fb:96 nack pli\r\n",
+                                                           "a=rtcp-fb:96 nack pli\r\na=sendonly\r\n"))
+        renegotiate_video(session, reoffer_video(session, held), held)  # type: ignore[arg-type]
+        leg.send_access_unit(_PICTURES[1])
+        await asyncio.sleep(0.05)
+        with pytest.raises(BlockingIOError):
+            room.recv(4096)
+        assert not leg.sending and leg.counters.access_units_held == 1 and asked == []
+
+        moved_text = offer_text.replace(f"m=video {room_port}", f"m=video {room_port + 100}")
+        moved = SessionDescription.parse(moved_text)
+        renegotiate_video(session, reoffer_video(session, moved), moved)  # type: ignore[arg-type]
+        assert leg.sending and leg.remote == ("127.0.0.1", room_port + 100)
+        assert leg.inbound.latched is None and leg.destination == ("127.0.0.1", room_port + 100)
+        assert asked == ["core"]  # resumed: the room system's decoder needs an IDR first
+
+        renegotiate_video(session, None, moved)  # type: ignore[arg-type]  # the line was refused
+        assert not leg.sending
+        renegotiate_video(session, reoffer_video(session, moved), moved)  # type: ignore[arg-type]
+        assert leg.sending
+        old_hold = SessionDescription.parse(moved_text.replace(
+            f"m=video {room_port + 100} RTP/AVPF 96\r\n",
+            f"m=video {room_port + 100} RTP/AVPF 96\r\nc=IN IP4 0.0.0.0\r\n"))
+        kept = reoffer_video(session, old_hold)  # type: ignore[arg-type]
+        assert kept is not None and kept.remote_address == "0.0.0.0"
+        renegotiate_video(session, kept, old_hold)  # type: ignore[arg-type]
+        assert not leg.sending and leg.remote == ("127.0.0.1", room_port + 100)
+    finally:
+        leg.close()
+        room.close()

@@ -38,12 +38,38 @@ def controller_with(conn: FakeConn) -> tuple[H323CallController, H323LegacyCall]
     return ctl, entry
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_request_keyframe_by_record_or_connection_id() -> None:
     conn = FakeConn(41)
     ctl, entry = controller_with(conn)
-    assert ctl.request_keyframe(entry) and ctl.request_keyframe(41)
+    ctl.clock = clock = FakeClock()
+    assert ctl.request_keyframe(entry)
+    clock.now += 0.25  # the translator coalesces requests closer than 250 ms
+    assert ctl.request_keyframe(41)
     assert not ctl.request_keyframe(999)
     assert conn.keyframes == 2
+
+
+def test_request_keyframe_coalesces_within_250_ms_through_the_translator() -> None:
+    conn = FakeConn(45)
+    ctl, entry = controller_with(conn)
+    ctl.clock = clock = FakeClock()
+    assert ctl.request_keyframe(entry)
+    clock.now += 0.1
+    assert not ctl.request_keyframe(entry)  # coalesced into the first
+    clock.now += 0.15
+    assert ctl.request_keyframe(entry, "vas_switch")
+    assert conn.keyframes == 2
+    assert entry.keyframes is not None
+    assert entry.keyframes.sent == {"legacy/h245_fast_update": 2}
+    assert entry.keyframes.suppressed == {"legacy": 1}
 
 
 def test_dtmf_reaches_the_application_hook() -> None:

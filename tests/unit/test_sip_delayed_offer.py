@@ -244,34 +244,47 @@ def test_negotiation_frees_the_port_when_the_answer_is_unusable() -> None:
     asyncio.run(run())
 
 
+async def _controller_200(ports: PortAllocator, meetings: str,
+                          user: str) -> tuple[CallController, Harness, SipRequest, SipResponse]:
+    """A controller behind a SIP harness, an INVITE without SDP to ``user`` and the 200 it sends."""
+    policy = parse_policy(BASE + "meetings:\n" + meetings, "p.yaml")
+    ctl = CallController(reactor=None, policy=policy, core_url="http://127.0.0.1:1",
+                         media_address="127.0.0.1", ports=ports)
+    h = Harness()
+    h.handler.on_incoming = ctl.incoming_call
+    inv = invite(sdp=None, user=user)
+    h.send(inv)
+    out: list[SipResponse] = []
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        out = [m for m in parsed(h._drain()) if isinstance(m, SipResponse)]
+        if out:
+            break
+    (ok,) = [m for m in out if m.status == 200]
+    return ctl, h, inv, ok
+
+
+async def _ports_freed(ports: PortAllocator) -> None:
+    """Wait (at most 1.5 s) until the controller has given every port back."""
+    for _ in range(30):
+        await asyncio.sleep(0.05)
+        if ports.in_use == 0:
+            break
+
+
 def test_controller_offers_in_the_200_and_ends_on_a_bad_ack() -> None:
     """The whole controller path up to the join: 200 carries our offer on an allocated port;
     an ACK without SDP ends the call with BYE and frees the port (no join is attempted)."""
     async def run() -> None:
         ports = _ports()
-        policy = parse_policy(BASE + "meetings:\n  m1: {legacy_media: prefer-srtp}\n", "p.yaml")
-        ctl = CallController(reactor=None, policy=policy, core_url="http://127.0.0.1:1",
-                             media_address="127.0.0.1", ports=ports)
-        h = Harness()
-        h.handler.on_incoming = ctl.incoming_call
-        inv = invite(sdp=None, user="m1")
-        h.send(inv)
-        for _ in range(20):
-            await asyncio.sleep(0.01)
-            out = [m for m in parsed(h._drain()) if isinstance(m, SipResponse)]
-            if out:
-                break
-        (ok,) = [m for m in out if m.status == 200]
+        ctl, h, inv, ok = await _controller_200(ports, "  m1: {legacy_media: prefer-srtp}\n", "m1")
         offer = SessionDescription.parse(ok.body)
         assert offer.media[0].proto == "RTP/AVP" and offer.media[0].attribute("crypto")
         assert ports.in_use == 1
         (bye,) = parsed(h.send(_ack(inv, ok.to_addr.tag or "", None)))
         assert isinstance(bye, SipRequest) and bye.method == "BYE"
         ctl.call_ended(h.handler.offered[-1], EndReason.ANSWER_REFUSED)
-        for _ in range(30):
-            await asyncio.sleep(0.05)
-            if ports.in_use == 0:
-                break
+        await _ports_freed(ports)
         assert ports.in_use == 0 and ctl.active_calls == 0
 
     asyncio.run(run())
@@ -282,27 +295,12 @@ def test_controller_answers_a_delayed_offer_to_a_pin_meeting_with_an_offer() -> 
     offer (PCMU first, the meeting's codecs) and the port stays bound until the ACK."""
     async def run() -> None:
         ports = _ports()
-        policy = parse_policy(BASE + 'meetings:\n  p1: {pin: "1234"}\n', "p.yaml")
-        ctl = CallController(reactor=None, policy=policy, core_url="http://127.0.0.1:1",
-                             media_address="127.0.0.1", ports=ports)
-        h = Harness()
-        h.handler.on_incoming = ctl.incoming_call
-        h.send(invite(sdp=None, user="p1"))
-        out: list[SipResponse] = []
-        for _ in range(20):
-            await asyncio.sleep(0.01)
-            out = [m for m in parsed(h._drain()) if isinstance(m, SipResponse)]
-            if out:
-                break
-        (ok,) = [m for m in out if m.status == 200]
+        ctl, h, _inv, ok = await _controller_200(ports, '  p1: {pin: "1234"}\n', "p1")
         assert SessionDescription.parse(ok.body).media[0].formats[0] == "0"
         assert ports.in_use == 1
         h.advance(40)  # no ACK: the 2xx gives up, the call ends
         ctl.call_ended(h.handler.offered[-1], EndReason.ACK_TIMEOUT)
-        for _ in range(30):
-            await asyncio.sleep(0.05)
-            if ports.in_use == 0:
-                break
+        await _ports_freed(ports)
         assert ports.in_use == 0
 
     asyncio.run(run())
