@@ -64,7 +64,7 @@ run: install
 	$(BIN)/roomgate run --config $(CONFIG)
 
 test: install
-	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra --durations=25 $(PYTEST_ARGS)
 
 lint: python-packages
 	$(BIN)/ruff check gateway sip h323 bridge tests bench

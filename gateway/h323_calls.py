@@ -220,22 +220,23 @@ class H323CallController(LegacyCallController[H323LegacyCall]):
 
     def dtmf(self, conn: H323Connection, event: DtmfReceived) -> None:
         entry = self._calls.get(conn.id)
-        if entry is not None:  # the digit itself may be a PIN: not logged
-            log.info("h323.dtmf", call=entry.label, meeting=entry.meeting)
-            if entry.on_digit is not None:  # the same per-call digit hook as SIP calls
-                entry.on_digit(event.digit)
-            if self.on_dtmf is not None:
-                who = entry.participant.id if entry.participant is not None else entry.label
-                self.on_dtmf(entry.meeting, who, event.digit)
-            self._relay(entry, event.digit)
+        if entry is not None:
+            self._digit(entry, event.digit, "h245-uii")
 
     def _leg_digit(self, entry: H323LegacyCall, digit: str) -> None:
-        """An RFC 4733 digit from the call's RTP leg: the same per-call hook as userInputIndication."""
-        if entry.ended:
-            return
-        log.info("h323.dtmf", call=entry.label, meeting=entry.meeting, by="rfc4733")
-        if entry.on_digit is not None:
+        """An RFC 4733 digit from the call's RTP leg: the same path as userInputIndication."""
+        if not entry.ended:
+            self._digit(entry, digit, "rfc4733")
+
+    def _digit(self, entry: H323LegacyCall, digit: str, by: str) -> None:
+        """One digit, whichever way it came: the per-call hook (IVR collector), ``on_dtmf``, the
+        meeting's relay. The digit itself may be a PIN: it is never logged."""
+        log.info("h323.dtmf", call=entry.label, meeting=entry.meeting, by=by)
+        if entry.on_digit is not None:  # the same per-call digit hook as SIP calls
             entry.on_digit(digit)
+        if self.on_dtmf is not None:
+            who = entry.participant.id if entry.participant is not None else entry.label
+            self.on_dtmf(entry.meeting, who, digit)
         self._relay(entry, digit)
 
     # -- DTMF toward callers (relay, control API) ---------------------------------------------
@@ -407,7 +408,8 @@ class H323CallController(LegacyCallController[H323LegacyCall]):
                 media_address=self._media_address,
                 port_allocator=_PreparedPorts(entry.lease, self._media_address),  # type: ignore[arg-type]
                 encoding=codec, payload_type=PAYLOAD_TYPES[codec], remote_address=remote[0],
-                remote_port=remote[1], display_name=entry.pseudonym, passthrough=self.passthrough)
+                remote_port=remote[1], telephone_event_pt=H323_TELEPHONE_EVENT_PT,
+                display_name=entry.pseudonym, passthrough=self.passthrough)
         except (NoFreePort, OSError, ValueError, KeyError) as exc:
             bound.error("call.media_failed", stage="allocate", error=str(exc))
             self._release_lease(entry)
@@ -416,6 +418,9 @@ class H323CallController(LegacyCallController[H323LegacyCall]):
         entry.lease = None  # owned by the session now
         entry.session = session
         session.on_ended = lambda why: self._media_ended(entry, why)
+        # RFC 4733 on the RTP leg after joining: the same digit path as userInputIndication
+        # (relay, on_dtmf), as on the IVR path, which takes the same payload type.
+        session.on_dtmf = lambda digit: self._leg_digit(entry, digit)
         session.webrtc.publish_params = {"leg": "h323", "enc": "plain"}  # for the meeting page
         try:
             await session.start()

@@ -195,3 +195,28 @@ def test_relay_crosses_sip_and_h323_and_h323_gets_paced_user_input() -> None:
     assert sip_b == [("7", 160), ("8", 160)]
     assert h_b == [("7", 160), ("8", 160)]
     assert h_c == [("7", 160)], "the sender never hears its own digit back"
+
+
+def test_rfc4733_digits_of_a_joined_h323_call_take_the_user_input_path() -> None:
+    """RFC 4733 on a joined H.323 leg (payload type 101 by convention) is the same digit as a
+    userInputIndication: it reaches ``on_dtmf`` and the relay, and a digit after the call
+    ended goes nowhere."""
+    async def scenario() -> tuple[list[Any], list[tuple[str, str, str]]]:
+        sip_ctl = controller()
+        h_ctl = H323CallController(reactor=None, policy=POLICY, core_url="http://core",
+                                   media_address="127.0.0.1", ports=None)  # type: ignore[arg-type]
+        h_ctl.dtmf_relay_targets.append(sip_ctl)
+        heard: list[tuple[str, str, str]] = []
+        h_ctl.on_dtmf = lambda meeting, who, digit: heard.append((meeting, who, digit))
+        sip_leg = FakeLeg()
+        joined(sip_ctl, "relay", "sip-b", sip_leg)
+        h_a = h323_joined(h_ctl, "relay", "h323-a")
+        h_ctl._leg_digit(h_a, "4")
+        h_a.ended = True
+        h_ctl._leg_digit(h_a, "5")
+        await asyncio.sleep(0.1)
+        return sip_leg.sent, heard
+
+    sent, heard = asyncio.run(scenario())
+    assert sent == [("4", 160)]
+    assert heard == [("relay", "h323-a", "4")]
