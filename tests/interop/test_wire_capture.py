@@ -16,6 +16,7 @@ SIP on another flow, ...) and checks that it flags each one, so none of its chec
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import os
 import re
 import shutil
@@ -111,6 +112,37 @@ def read_udp_packets(pcap: Path) -> list[Packet]:
             or bool(SIP_START.match(bytes.fromhex(r["udp.payload"].replace(":", "")))),
         ))
     return packets
+
+
+STUN_MAGIC_COOKIE = bytes.fromhex("2112a442")  # RFC 5389 6
+
+
+def _is_stun(p: Packet) -> bool:
+    """A STUN message by its bytes (RFC 7983 first byte and the RFC 5389 magic cookie), for when
+    tshark's heuristics handed the packet to another dissector."""
+    return p.rfc7983_kind == "stun" and len(p.payload) >= 20 and p.payload[4:8] == STUN_MAGIC_COOKIE
+
+
+def _with_dtls_fields(pcap: Path, a: tuple[str, int], b: tuple[str, int], ps: list[Packet]) -> list[Packet]:
+    """``ps`` (one WebRTC pair's packets) with DTLS fields filled in where tshark's heuristics did
+    not dissect the DTLS records (the RTP heuristic can claim a conversation first, depending on
+    what the capture saw first): those packets are decoded again with the pair forced to DTLS.
+    Only packets whose first byte says DTLS (RFC 7983) take the forced decode's fields."""
+    if any("dtls" in p.layers for p in ps) or not any(p.rfc7983_kind == "dtls" for p in ps):
+        return ps
+    rows = decode(pcap, f"udp.port=={a[1]} and udp.port=={b[1]}", PACKET_FIELDS,
+                  decode_as=[f"udp.port=={a[1]},dtls"])
+    forced = {int(r["frame.number"]): r for r in rows}
+    out = []
+    for p in ps:
+        r = forced.get(p.number)
+        if r is not None and p.rfc7983_kind == "dtls":
+            p = dataclasses.replace(
+                p, layers=[*p.layers, "dtls"], dtls_content_types=_ints(r["dtls.record.content_type"]),
+                dtls_handshake_types=_ints(r["dtls.handshake.type"]),
+                srtp_profiles=[v for v in r["dtls.use_srtp.protection_profile"].split(",") if v])
+        out.append(p)
+    return out
 
 
 @dataclass
@@ -287,9 +319,10 @@ def check_call_capture(pcap: Path, *, gw_sip_port: int, media_ports: range, http
             v.fail(f"{name}: WebRTC connection announced in SDP but no packets on the wire")
             continue
         fig: dict[str, object] = {}
+        ps = _with_dtls_fields(pcap, a, b, ps)
         for direction in ((a, b), (b, a)):
             dps = [p for p in ps if (p.src, p.dst) == direction]
-            if not any("stun" in p.layers for p in dps):
+            if not any("stun" in p.layers or _is_stun(p) for p in dps):
                 v.fail(f"{name}: no STUN from {direction[0][1]} to {direction[1][1]}")
             if not any("dtls" in p.layers for p in dps):
                 v.fail(f"{name}: no DTLS from {direction[0][1]} to {direction[1][1]}")
