@@ -63,8 +63,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 run: install
 	$(BIN)/roomgate run --config $(CONFIG)
 
+# Two xdist workers: the `slow` tests (a 200 s session-timer call) run beside the rest, which
+# stay one at a time on the other worker (tests/conftest.py assigns the groups).
 test: install
-	$(BIN)/python -m pytest -q -ra --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra --durations=25 -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 lint: python-packages
 	$(BIN)/ruff check gateway sip h323 bridge tests bench
