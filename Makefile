@@ -14,10 +14,11 @@ PYTEST_ARGS ?=
 # Only `make bench` installs these: rtpengine is the C reference of the media benchmark.
 BENCH_APT_PACKAGES := rtpengine-daemon
 BENCH_ARGS ?=
-# `make bench` runs these benchmarks (any of: media calls setup), each with its own arguments.
-BENCH_WHICH ?= media calls setup
+# `make bench` runs these benchmarks (any of: media calls setup video), each with its own arguments.
+BENCH_WHICH ?= media calls setup video
 BENCH_CALLS_ARGS ?=
 BENCH_SETUP_ARGS ?=
+BENCH_VIDEO_ARGS ?=
 
 # $(call apt_install,PACKAGES): apt-get install whichever of PACKAGES is missing (root or sudo).
 define apt_install
@@ -80,12 +81,15 @@ bench-packages: python-packages
 
 # BENCH_ARGS (media) e.g. "--quick", "--repeat 1 --systems rtpengine,py-uvloop";
 # BENCH_CALLS_ARGS e.g. "--repeat 1 --hold 20 --max-calls 40"; BENCH_SETUP_ARGS e.g. "--max-rate 8";
-# BENCH_WHICH="calls" runs only that one.
+# BENCH_VIDEO_ARGS e.g. "--repeat 1 --hold 20 --start-calls 2 --max-calls 16";
+# BENCH_WHICH="calls" runs only that one (both of its cases: (a) G.711 passthrough, (b) transcoding).
 bench: install bench-packages
 	mkdir -p run
 	$(if $(filter media,$(BENCH_WHICH)),$(BIN)/python -m bench media --json run/bench-media.json --chart run/bench-media.png $(BENCH_ARGS))
-	$(if $(filter calls,$(BENCH_WHICH)),$(BIN)/python -m bench calls --json run/bench-calls.json --chart run/bench-calls.png $(BENCH_CALLS_ARGS))
+	$(if $(filter calls,$(BENCH_WHICH)),$(BIN)/python -m bench calls --passthrough --json run/bench-calls-passthrough.json --chart run/bench-calls-passthrough.png $(BENCH_CALLS_ARGS))
+	$(if $(filter calls,$(BENCH_WHICH)),$(BIN)/python -m bench calls --json run/bench-calls-transcode.json --chart run/bench-calls-transcode.png $(BENCH_CALLS_ARGS))
 	$(if $(filter setup,$(BENCH_WHICH)),$(BIN)/python -m bench setup --json run/bench-setup.json --chart run/bench-setup.png $(BENCH_SETUP_ARGS))
+	$(if $(filter video,$(BENCH_WHICH)),$(BIN)/python -m bench video --json run/bench-video.json --chart run/bench-video.png $(BENCH_VIDEO_ARGS))
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

@@ -46,18 +46,18 @@ def plot_calls(result: dict[str, Any], path: str) -> None:
 
 
 def plot_setup(result: dict[str, Any], path: str) -> None:
-    """Failed cycles and setup time p99 against the offered rate, one line per run."""
+    """Failed cycles and setup time p99 against the offered rate, one line per protocol and run."""
     plt = _pyplot()
     fig, (ax_fail, ax_setup) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, rep in enumerate(result["reps"]):
         rates = [s["offered_cps"] for s in rep["rates"]]
-        ax_fail.plot(rates, [s["failure_pct"] for s in rep["rates"]], marker="o", label=f"run {i + 1}")
-        ax_setup.plot(rates, [s["setup_ms_p99"] or 0 for s in rep["rates"]], marker="o",
-                      label=f"run {i + 1}")
+        label = f"{rep.get('protocol', 'sip')} run {rep.get('run', i + 1)}"
+        ax_fail.plot(rates, [s["failure_pct"] for s in rep["rates"]], marker="o", label=label)
+        ax_setup.plot(rates, [s["setup_ms_p99"] or 0 for s in rep["rates"]], marker="o", label=label)
     ax_fail.axhline(100 * result["settings"]["failure_bound"], color="grey", linestyle="--", linewidth=0.8)
     ax_fail.set_yscale("symlog", linthresh=0.1)
     ax_fail.set(xlabel="offered cycles/s", ylabel="failed cycles (%)", title="failures (dashed: the bound)")
-    ax_setup.set(xlabel="offered cycles/s", ylabel="INVITE -> 200 p99 (ms)", title="setup time p99")
+    ax_setup.set(xlabel="offered cycles/s", ylabel="INVITE -> 200 / Setup -> Connect p99 (ms)", title="setup time p99")
     ax_fail.legend(fontsize=8)
     m = result["machine"]
     fig.suptitle(f"roomgate call setup with the WebRTC leg joined; {m['nproc']} x {m['cpu_model']}",

@@ -232,3 +232,32 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     data = sorted(values)
     return data[min(len(data) - 1, max(0, round(q / 100 * (len(data) - 1))))]
+
+
+def pairs_figures(pairs: list[tuple[CallAudio, CallAudio]], window: tuple[float, float]) -> dict[str, Any]:
+    """Audio figures of two-party meetings over ``window``, both directions of every pair: loss,
+    bursts heard, latency p50/p99, and p99 *added* latency (each burst's latency above the lowest
+    of its own call and direction: each path has a standing delay of its own), with those floors.
+    The keys are the calls benchmark's step keys (bench/calls.py); the video benchmark uses them."""
+    expected = lost = bursts_sent = bursts_heard = 0
+    latencies: list[float] = []
+    added: list[float] = []
+    floors: list[float] = []
+    for a, b in pairs:
+        for tx, rx in ((a, b), (b, a)):
+            m = measure(tx, rx, window)
+            expected += m.expected
+            lost += m.lost
+            bursts_sent += m.bursts_sent
+            bursts_heard += m.bursts_heard
+            latencies += m.latencies_ms
+            if m.latencies_ms:
+                floors.append(min(m.latencies_ms))
+                added += [x - floors[-1] for x in m.latencies_ms]
+    return {"packets_expected": expected, "packets_lost": lost,
+            "loss_pct": round(100 * lost / expected, 4) if expected else 0.0,
+            "bursts_sent": bursts_sent, "bursts_heard": bursts_heard,
+            "burst_miss_pct": round(100 * (bursts_sent - bursts_heard) / bursts_sent, 4) if bursts_sent else 0.0,
+            "latency_p50_ms": percentile(latencies, 50), "latency_p99_ms": percentile(latencies, 99),
+            "added_p99_ms": percentile(added, 99),
+            "call_floor_ms_min": min(floors, default=None), "call_floor_ms_max": max(floors, default=None)}

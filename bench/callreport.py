@@ -12,7 +12,7 @@ import asyncio
 import os
 import statistics
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from bench.callrig import Rig, start_rig
@@ -33,27 +33,103 @@ class RigSettings(Protocol):
 
 
 
-def run_repetitions(result: dict[str, Any], settings: RigSettings,
-                    ramp: Callable[[Rig, Any, Callable[[str], None]], Coroutine[Any, Any, dict[str, Any]]],
+Ramp = Callable[[Rig, Any, Callable[[str], None]],
+                Coroutine[Any, Any, dict[str, Any] | list[dict[str, Any]]]]
+
+
+def run_repetitions(result: dict[str, Any], settings: RigSettings, ramp: Ramp,
                     aggregate: Callable[[list[dict[str, Any]]], dict[str, Any]],
-                    log: Callable[[str], None], *, label: str) -> dict[str, Any]:
-    """``settings.repeat`` runs of ``ramp``, each on a fresh core and gateway; ``result`` gets
-    each repetition (with where its logs are) under ``reps``, then ``aggregate`` of them, the
-    elapsed time and the machine's load at the end (others' work on it during the run)."""
+                    log: Callable[[str], None], *, label: str, h323: bool = False) -> dict[str, Any]:
+    """``settings.repeat`` runs of ``ramp``, each on a fresh core and gateway (with an H.323
+    listener when ``h323``); ``result`` gets each repetition (with where its logs are and its
+    number as ``run``) under ``reps``, then ``aggregate`` of them, the elapsed time and the
+    machine's load at the end (others' work on it during the run). A ramp that measures several
+    things on one rig (the call-setup benchmark's protocols) returns a list: one rep each."""
     t0 = time.monotonic()
     for i in range(settings.repeat):
         log(f"{label}: repetition {i + 1}/{settings.repeat}")
-        rig = start_rig(media_ports=settings.media_ports, passthrough=settings.passthrough)
+        rig = start_rig(media_ports=settings.media_ports, passthrough=settings.passthrough, h323=h323)
         try:
-            rep = asyncio.run(ramp(rig, settings, log))
-            rep["logs"] = str(rig.workdir)  # the gateway's and the core's logs of this run
-            result["reps"].append(rep)
+            reps = asyncio.run(ramp(rig, settings, log))
+            for rep in reps if isinstance(reps, list) else [reps]:
+                rep["logs"] = str(rig.workdir)  # the gateway's and the core's logs of this run
+                rep["run"] = i + 1
+                result["reps"].append(rep)
         finally:
             rig.stop()
     result.update(aggregate(result["reps"]))
     result["elapsed_s"] = round(time.monotonic() - t0, 1)
     result["machine"]["loadavg_end"] = os.getloadavg()
     return result
+
+
+async def ramp_calls(rep: dict[str, Any], *, start: int, factor: float, top: int, meeting_base: int,
+                     step: Callable[[int, int], Awaitable[dict[str, Any]]],
+                     describe: Callable[[dict[str, Any]], str], log: Callable[[str], None],
+                     alive: Callable[[], bool]) -> dict[str, Any]:
+    """The ramp the calls and video benchmarks share: an even number of calls from ``start``
+    (meetings of two), x``factor`` (at least +2) per step, until a step fails, the processes
+    under test die, or the next step would pass ``top``. ``step(n, meeting_base)`` runs one
+    step; each gets fresh meeting ids. Fills ``rep``'s "steps", "max_calls" and "at_ceiling"."""
+    rep.update(steps=[], max_calls=0, at_ceiling=False)
+    n = start
+    while True:
+        n -= n % 2
+        result = await step(n, meeting_base)
+        meeting_base += 1000
+        rep["steps"].append(result)
+        log(f"  {n} calls: {describe(result)}"
+            + (" ok" if result["passed"] else f" FAILED: {'; '.join(result['why_failed'])}"))
+        if not result["passed"] or not alive():
+            break
+        rep["max_calls"] = n
+        following = max(n + 2, int(n * factor))
+        if following > top:
+            rep["at_ceiling"] = True
+            break
+        n = following
+    return rep
+
+
+def step_at_max(rep: dict[str, Any]) -> dict[str, Any] | None:
+    """The passing step at the largest number of calls a repetition held."""
+    return next((s for s in rep["steps"] if s["calls"] == rep["max_calls"] and s["passed"]), None)
+
+
+def aggregate_at_max(reps: list[dict[str, Any]],
+                     figures: dict[str, Callable[[dict[str, Any]], float | None]]) -> dict[str, Any]:
+    """Median [min-max] over repetitions of the largest N held and of ``figures`` at it."""
+    agg: dict[str, Any] = {"max_calls": spread([r["max_calls"] for r in reps]),
+                           "at_ceiling": any(r["at_ceiling"] for r in reps)}
+    at_max = [s for s in (step_at_max(r) for r in reps) if s is not None]
+    for name, get in figures.items():
+        agg[name] = spread([v for v in (get(s) for s in at_max) if v is not None])
+    return agg
+
+
+def load_figures(*, cpu0: dict[str, float], cpu1: dict[str, float], own_cpu_s: float, window: float,
+                 n_calls: int, rss_hold: dict[str, int], rss_idle: dict[str, int]) -> dict[str, Any]:
+    """The step keys every call benchmark reports about load: CPU of each process under test
+    over the hold (% of one core, per call and in all), its memory per call, and the callers'
+    own CPU with the load average (they share the machine: a starved step shows here)."""
+    return {
+        "cpu_pct_per_call": {k: round(100 * (cpu1[k] - cpu0[k]) / window / n_calls, 3) for k in cpu0},
+        "cpu_pct_total": {k: round(100 * (cpu1[k] - cpu0[k]) / window, 1) for k in cpu0},
+        "callers_cpu_pct": round(100 * own_cpu_s / window, 1),
+        "loadavg": os.getloadavg()[0],
+        "rss_kib": rss_hold,
+        "rss_kib_per_call": {k: round((rss_hold[k] - rss_idle[k]) / n_calls, 1) for k in cpu0},
+    }
+
+
+def setup_failures(step: dict[str, Any]) -> list[str]:
+    """Why a step fails before any media figure: calls not set up, or ended by the gateway."""
+    why = []
+    if step["setup_failures"]:
+        why.append(f"{step['setup_failures']} calls not set up ({'; '.join(step['setup_errors'])})")
+    if step["dropped_during_hold"]:
+        why.append(f"{step['dropped_during_hold']} calls ended by the gateway")
+    return why
 
 
 def spread(values: list[float]) -> dict[str, float] | None:

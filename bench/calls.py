@@ -4,7 +4,7 @@ Each repetition starts a fresh conference core in its own process and a fresh ga
 pointed at it (bench/callrig.py), then:
 
 1. **Calibration**: one meeting of two calls, to measure the fixed mouth-to-ear latency
-   of the path (caller -> gateway -> core mix -> gateway -> other caller) when idle.
+   of the path (caller -> gateway -> core -> gateway -> other caller) when idle.
 2. **Ramp**: N calls (N/2 meetings of two callers, so each caller hears the other: with
    one caller the N-1 mix is silence) for ``start_calls``, then x``factor`` per step.
    Every caller sends a G.711 tone in bursts and keeps what the gateway sends back
@@ -19,23 +19,32 @@ pointed at it (bench/callrig.py), then:
    varying from call to call), and what load adds comes on top of it. That floor is
    reported beside (lowest and highest over the calls, and the calibration's median).
 
-The ramp stops at the first failing step (or at the media port range). Codec cases (a)
-G.711 and (b) G.711 <-> Opus are one path today: the gateway decodes every call and
-aiortc encodes Opus toward the core (bridge/webrtc_leg.py), with no G.711 passthrough.
-The output says so rather than printing the same figure twice.
+The ramp stops at the first failing step (or at the media port range). Codec cases: (a)
+G.711 passthrough (``--passthrough``: the gateway relays packets undecoded, bridge/fastpath.py)
+and (b) G.711 <-> Opus transcoding (the default: the gateway decodes and encodes Opus). In
+meetings of two the core forwards each side's packets to the other (gateway/core/forwarding.py)
+rather than decoding and mixing, as it would from three participants.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from bench.callmedia import measure, percentile
-from bench.callreport import cell, machine_line, run_repetitions, spread
+from bench.callmedia import pairs_figures, percentile
+from bench.callreport import (
+    aggregate_at_max,
+    cell,
+    load_figures,
+    machine_line,
+    ramp_calls,
+    run_repetitions,
+    setup_failures,
+    spread,
+)
 from bench.callrig import (
     Caller,
     Rig,
@@ -46,11 +55,13 @@ from bench.callrig import (
 )
 from bench.rtpload import cpu_seconds
 
-TRANSCODE_PATH = "G.711 -> gateway decode -> Opus -> core mix -> Opus -> gateway -> G.711"
-PASSTHROUGH_PATH = "G.711 -> gateway relay (SRTP) -> core mix (G.711) -> gateway relay -> G.711"
+TRANSCODE_PATH = ("G.711 -> gateway decode -> Opus -> core forwards (one other party; mixes from three) "
+                  "-> Opus -> gateway -> G.711")
+PASSTHROUGH_PATH = ("G.711 -> gateway relay (SRTP) -> core forwards (one other party; mixes G.711 from three) "
+                    "-> gateway relay -> G.711")
 PATH_NOTE = ("(a) G.711 passthrough is `--passthrough` (the gateway runs with media.passthrough: auto, "
              "bridge/fastpath.py relays packets undecoded); (b) G.711 <-> Opus transcoding is the "
-             "default path (media.passthrough: off). The core decodes and mixes in both")
+             "default path (media.passthrough: off). In meetings of two the core forwards, in both")
 
 
 def path_label(passthrough: bool) -> str:
@@ -87,10 +98,6 @@ class Settings:
                    media_ports=200)
 
 
-def _pct(part: float, whole: float) -> float:
-    return round(100 * part / whole, 4) if whole else 0.0
-
-
 async def run_step(rig: Rig, n_calls: int, hold: float, warmup: float, meeting_base: int,
                    settings: Settings, baseline_ms: float | None) -> dict[str, Any]:
     """Set up ``n_calls`` calls (two per meeting), hold them, measure, hang up."""
@@ -124,45 +131,20 @@ async def run_step(rig: Rig, n_calls: int, hold: float, warmup: float, meeting_b
         bye_errors = [e for e in await asyncio.gather(*(hang_up(c) for c in callers)) if e]
         await pool.close()
     failures = [c.error for c in callers if c.error]
-    expected = lost = bursts_sent = bursts_heard = 0
-    latencies: list[float] = []
-    added: list[float] = []  # each burst's latency above the lowest of its call and direction
-    floors: list[float] = []
-    for a, b in zip(callers[0::2], callers[1::2], strict=False):
-        if a.call is None or b.call is None:
-            continue
-        for tx, rx in ((a, b), (b, a)):
-            m = measure(tx.audio, rx.audio, (t0, t1))
-            expected += m.expected
-            lost += m.lost
-            bursts_sent += m.bursts_sent
-            bursts_heard += m.bursts_heard
-            latencies += m.latencies_ms
-            if m.latencies_ms:
-                floors.append(min(m.latencies_ms))
-                added += [x - floors[-1] for x in m.latencies_ms]
+    audio = pairs_figures([(a.audio, b.audio) for a, b in zip(callers[0::2], callers[1::2], strict=False)
+                           if a.call is not None and b.call is not None], (t0, t1))
     setups = [c.setup_s * 1000 for c in callers if c.setup_s is not None]
     window = t1 - t0
-    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    p99 = audio["latency_p99_ms"]
     step: dict[str, Any] = {
         "calls": n_calls, "meetings": n_calls // 2, "setup_failures": len(failures),
         "setup_errors": sorted(set(failures))[:5], "dropped_during_hold": dropped,
         "bye_errors": len(bye_errors), "setup_elapsed_s": round(setup_elapsed, 2),
         "setup_ms_p50": percentile(setups, 50), "setup_ms_p99": percentile(setups, 99),
-        "window_s": round(window, 2), "packets_expected": expected, "packets_lost": lost,
-        "loss_pct": _pct(lost, expected), "bursts_sent": bursts_sent, "bursts_heard": bursts_heard,
-        "burst_miss_pct": _pct(bursts_sent - bursts_heard, bursts_sent),
-        "latency_p50_ms": p50, "latency_p99_ms": p99,
-        "added_p99_ms": percentile(added, 99),
-        "call_floor_ms_min": min(floors, default=None), "call_floor_ms_max": max(floors, default=None),
+        "window_s": round(window, 2), **audio,
         "p99_above_idle_ms": (p99 - baseline_ms) if p99 is not None and baseline_ms is not None else None,
-        "cpu_pct_per_call": {k: round(100 * (cpu1[k] - cpu0[k]) / window / n_calls, 3) for k in pids},
-        "cpu_pct_total": {k: round(100 * (cpu1[k] - cpu0[k]) / window, 1) for k in pids},
-        # The callers (this process) share the machine: their CPU says when they limit a step.
-        "callers_cpu_pct": round(100 * own / window, 1),
-        "loadavg": os.getloadavg()[0],
-        "rss_kib": rss_hold,
-        "rss_kib_per_call": {k: round((rss_hold[k] - rss_idle[k]) / n_calls, 1) for k in pids},
+        **load_figures(cpu0=cpu0, cpu1=cpu1, own_cpu_s=own, window=window, n_calls=n_calls,
+                       rss_hold=rss_hold, rss_idle=rss_idle),
     }
     step["why_failed"] = _failures(step, settings)
     step["passed"] = not step["why_failed"]
@@ -170,11 +152,7 @@ async def run_step(rig: Rig, n_calls: int, hold: float, warmup: float, meeting_b
 
 
 def _failures(step: dict[str, Any], settings: Settings) -> list[str]:
-    why = []
-    if step["setup_failures"]:
-        why.append(f"{step['setup_failures']} calls not set up ({'; '.join(step['setup_errors'])})")
-    if step["dropped_during_hold"]:
-        why.append(f"{step['dropped_during_hold']} calls ended by the gateway")
+    why = setup_failures(step)
     if step["loss_pct"] >= 100 * settings.loss_bound:
         why.append(f"packet loss {step['loss_pct']}%")
     if step["burst_miss_pct"] >= 100 * settings.loss_bound:
@@ -186,6 +164,12 @@ def _failures(step: dict[str, Any], settings: Settings) -> list[str]:
     return why
 
 
+def _describe(step: dict[str, Any]) -> str:
+    return (f"loss {step['loss_pct']}%, bursts missed {step['burst_miss_pct']}%, "
+            f"latency p50/p99 {step['latency_p50_ms']}/{step['latency_p99_ms']} ms, "
+            f"CPU/call gw {step['cpu_pct_per_call']['gateway']}% core {step['cpu_pct_per_call']['core']}%")
+
+
 async def ramp(rig: Rig, settings: Settings, log: Callable[[str], None]) -> dict[str, Any]:
     """One repetition: calibration, then the ramp until a step fails."""
     calib = await run_step(rig, 2, settings.calibrate_hold, settings.warmup, 100000, settings, None)
@@ -194,30 +178,12 @@ async def ramp(rig: Rig, settings: Settings, log: Callable[[str], None]) -> dict
         + ("" if calib["passed"] else f"; FAILED: {calib['why_failed']}"))
     rep: dict[str, Any] = {"calibration": calib, "baseline_latency_ms": baseline, "steps": [],
                            "max_calls": 0, "at_ceiling": False}
-    ceiling = min(settings.max_calls, rig.max_calls)
-    n, meeting_base = settings.start_calls, 200000
-    while baseline is not None:
-        n -= n % 2
-        step = await run_step(rig, n, settings.hold, settings.warmup, meeting_base, settings, baseline)
-        meeting_base += 1000
-        rep["steps"].append(step)
-        log(f"  {n} calls: loss {step['loss_pct']}%, bursts missed {step['burst_miss_pct']}%, "
-            f"latency p50/p99 {step['latency_p50_ms']}/{step['latency_p99_ms']} ms, "
-            f"CPU/call gw {step['cpu_pct_per_call']['gateway']}% core {step['cpu_pct_per_call']['core']}%"
-            + (" ok" if step["passed"] else f" FAILED: {'; '.join(step['why_failed'])}"))
-        if not step["passed"] or not rig.alive():
-            break
-        rep["max_calls"] = n
-        following = max(n + 2, int(n * settings.factor))
-        if following > ceiling:
-            rep["at_ceiling"] = True
-            break
-        n = following
+    if baseline is not None:
+        await ramp_calls(
+            rep, start=settings.start_calls, factor=settings.factor, top=min(settings.max_calls, rig.max_calls),
+            meeting_base=200000, log=log, alive=rig.alive, describe=_describe,
+            step=lambda n, base: run_step(rig, n, settings.hold, settings.warmup, base, settings, baseline))
     return rep
-
-
-def _at_max(rep: dict[str, Any]) -> dict[str, Any] | None:
-    return next((s for s in rep["steps"] if s["calls"] == rep["max_calls"] and s["passed"]), None)
 
 
 FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
@@ -234,11 +200,7 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
 
 def aggregate(reps: list[dict[str, Any]]) -> dict[str, Any]:
     """Median [min-max] over repetitions of the largest N held and the figures at it."""
-    agg: dict[str, Any] = {"max_calls": spread([r["max_calls"] for r in reps]),
-                           "at_ceiling": any(r["at_ceiling"] for r in reps)}
-    at_max = [s for s in (_at_max(r) for r in reps) if s is not None]
-    for name, get in FIGURES.items():
-        agg[name] = spread([v for v in (get(s) for s in at_max) if v is not None])
+    agg = aggregate_at_max(reps, FIGURES)
     agg["baseline_latency_ms"] = spread([r["baseline_latency_ms"] for r in reps
                                           if r["baseline_latency_ms"] is not None])
     return agg

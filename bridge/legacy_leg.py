@@ -128,11 +128,12 @@ class RtpInbound:
         jitter: JitterBuffer | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_rtcp: Callable[[bytes], None] | None = None,
+        remote_port: int | None = None,
     ) -> None:
         self.srtp = srtp
         #: Source latching (:mod:`bridge.latch`); the first accepted packet may come from any IP
         #: with SRTP only by default (acceptance means it authenticated, RFC 3711 3.3).
-        self.source = SourceLatch(remote_address, leg="legacy",
+        self.source = SourceLatch(remote_address, leg="legacy", remote_port=remote_port,
                                   any_source=srtp is not None if latch_any_source is None else latch_any_source)
         self.payload_type = payload_type
         self.telephone_event_pt = telephone_event_pt
@@ -419,7 +420,8 @@ class LegacyAudioLeg:
         #: Inbound audio waits here until the 20 ms clock pulls it (reorder, adapt, conceal).
         self.jitter = JitterBuffer(clock_rate=codec.clock_rate, frame_ticks=codec.timestamp_step)
         self._concealer = Concealer(codec.samples_per_frame)
-        self.inbound = RtpInbound(remote_address=remote_address, payload_type=payload_type,
+        self.inbound = RtpInbound(remote_address=remote_address, remote_port=remote_port,
+                                  payload_type=payload_type,
                                   decoder=codec.decoder(), counters=self.counters,
                                   telephone_event_pt=telephone_event_pt, on_dtmf=on_dtmf,
                                   srtp=srtp, jitter=self.jitter, on_rtcp=self._rtcp_received)
@@ -473,11 +475,10 @@ class LegacyAudioLeg:
             raise RuntimeError("legacy leg already closed")
         loop = asyncio.get_running_loop()
         self._loop = loop
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=self.lease.rtp_socket)
-        self._transport = transport  # type: ignore[assignment]
-        rtcp_transport, _ = await loop.create_datagram_endpoint(lambda: _RtcpProtocol(self),
-                                                                sock=self.lease.rtcp_socket)
-        self._rtcp_transport = rtcp_transport  # type: ignore[assignment]
+        pair = await self.lease.attach(lambda: _Protocol(self), lambda: _RtcpProtocol(self))
+        if pair is None:
+            return  # closed while attaching (the caller hung up): the lease closed both
+        self._transport, self._rtcp_transport = pair  # type: ignore[assignment]
         self._clock = FrameClock(loop.time())
         self._tick()
         # RFC 3550 6.2: the first report after half an interval.
@@ -682,7 +683,8 @@ class LegacyAudioLeg:
           the 20 ms clock keeps running and the RTP timestamp moves on, nothing is sent
           (RFC 3264 8.4); ``True`` resumes.
         * A new address or port re-targets the leg and drops the latch, so the first
-          packet from the new place latches again (RFC 3264 8.3.1).
+          packet from the new place latches again (RFC 3264 8.3.1); for a plain-RTP peer
+          that proved symmetric only from exactly the new address:port (:mod:`bridge.latch`).
         * New SDES keys (RFC 4568 7.1.4) replace both SRTP contexts and drop the latch
           (only a packet under the new keys may latch).
         * A codec change must keep the sample rate (the bridge's resampling is fixed per call).
@@ -708,6 +710,7 @@ class LegacyAudioLeg:
             self.outbound.srtp = srtp
         if moved or rekeyed:
             self.inbound.source.retarget(remote_address if moved else None,
+                                         remote_port if moved else None,
                                          any_source=(srtp is not None) if rekeyed else None)
             self.inbound._ssrc = None
             self.inbound._last_seq = None

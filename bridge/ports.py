@@ -13,6 +13,7 @@ late-arriving packet of the old call cannot reach a new one.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 from collections.abc import Callable
@@ -62,22 +63,76 @@ class PortLease:
     rtp_socket: socket.socket
     rtcp_socket: socket.socket
     _allocator: PortAllocator | None = field(default=None, repr=False)
+    _attaching: bool = field(default=False, repr=False)
+    _release_pending: bool = field(default=False, repr=False)
+    _released: bool = field(default=False, repr=False)
 
     @property
     def rtcp_port(self) -> int:
         return self.rtp_port + 1
 
+    def set_receive_buffer(self, nbytes: int) -> int:
+        """Ask for an RTP receive buffer of ``nbytes`` (the kernel caps it at
+        ``net.core.rmem_max``); returns what the kernel granted (Linux reports twice the
+        request, its bookkeeping included)."""
+        self.rtp_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, nbytes)
+        return int(self.rtp_socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+    async def attach(
+        self, rtp_protocol: Callable[[], asyncio.DatagramProtocol],
+        rtcp_protocol: Callable[[], asyncio.DatagramProtocol],
+    ) -> tuple[asyncio.DatagramTransport, asyncio.DatagramTransport] | None:
+        """Put both sockets on the running loop; None when the lease was released meanwhile.
+
+        Why the lease does this: the loop registers a socket a moment *after*
+        ``create_datagram_endpoint`` returns control, and a call torn down in that moment
+        (the caller hung up while its leg started) used to close the socket first. The loop
+        then registered a closed descriptor (EBADF) or, once the number was reused, another
+        connection's (asyncio's "File descriptor N is used by transport", seen as failed joins
+        under load). A :meth:`release` during the attach is therefore held back until both
+        transports exist; they are then closed with the sockets.
+        """
+        if self._released:
+            return None
+        loop = asyncio.get_running_loop()
+        made: list[asyncio.DatagramTransport] = []
+        self._attaching = True
+        try:
+            for sock, protocol in ((self.rtp_socket, rtp_protocol), (self.rtcp_socket, rtcp_protocol)):
+                transport, _ = await loop.create_datagram_endpoint(protocol, sock=sock)
+                made.append(transport)  # type: ignore[arg-type]
+        except BaseException:
+            for transport in made:
+                transport.close()
+            raise
+        finally:
+            self._attaching = False
+            if self._release_pending:
+                for transport in made:
+                    transport.close()
+                self.release()
+        if self._released:
+            log.debug("bridge.ports.released_while_attaching", port=self.rtp_port)
+            return None
+        return made[0], made[1]
+
     def release(self) -> None:
-        """Close both sockets and return the pair to the allocator. Idempotent."""
-        allocator, self._allocator = self._allocator, None
-        if allocator is None:
+        """Close both sockets and return the pair to the allocator. Idempotent; during an
+        :meth:`attach` it takes effect when the attach ends."""
+        if self._released:
             return
+        if self._attaching:
+            self._release_pending = True
+            return
+        self._released = True
         for s in (self.rtp_socket, self.rtcp_socket):
             try:
                 s.close()
             except OSError:
                 pass
-        allocator._returned(self.rtp_port)
+        allocator, self._allocator = self._allocator, None
+        if allocator is not None:
+            allocator._returned(self.rtp_port)
 
 
 class PortAllocator:

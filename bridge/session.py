@@ -15,7 +15,10 @@ Two steps, because the SIP answer must name our RTP port before the media runs:
 
 The caller's audio flows legacy leg -> decode -> WebRTC track (resampled to
 48 kHz); the meeting's audio flows WHEP track -> mono at the codec rate ->
-the legacy leg's bounded FIFO -> encode on the leg's clock.
+the legacy leg's bounded FIFO -> encode on the leg's clock.  On the G.711 fast path
+(``passthrough="auto"``) packets are relayed instead (:mod:`bridge.fastpath`), and the WebRTC
+leg's figures come from the relays (:func:`fast_path_rtp`): aiortc counts none of those packets,
+so only the WHIP connection's getStats (the core's receiver reports) is still polled.
 
 With ``video=`` (:class:`bridge.video_leg.VideoLegParams`) a second port pair carries the room
 system's main video: H.264 access units are passed through untranscoded into a WHIP video
@@ -77,6 +80,18 @@ def allocate_legacy_leg(
     except BaseException:
         lease.release()
         raise
+
+
+def fast_path_rtp(polled: dict[str, Any], to_core: LegacyToCore, to_legacy: CoreToLegacy | None,
+                  codec: str) -> dict[str, Any]:
+    """The WebRTC leg's RTP figures on the fast path: packets and payload octets from the relays
+    (aiortc counts none of them, see :mod:`bridge.fastpath`), the core's receiver reports (loss,
+    jitter, round trip) from the last ``polled`` getStats summary, and the G.711 codec carried."""
+    outbound = {**(polled.get("outbound") or {}),
+                "packets": to_core.packets - to_core.send_errors, "bytes": to_core.sent_bytes}
+    inbound = ({"packets": to_legacy.received, "bytes": to_legacy.received_bytes}
+               if to_legacy is not None else {})
+    return {**polled, "codec": codec, "inbound": inbound, "outbound": outbound}
 
 
 class MediaSession:
@@ -225,6 +240,8 @@ class MediaSession:
             self._start_relay()
         if not self.legacy.started:  # an IVR may have started it already
             await self.legacy.start()
+        if self._closed:
+            return
         self._stats_task = asyncio.ensure_future(self._poll_webrtc_stats())
         if self.video is not None and not self.video.started:
             await self.video.start()
@@ -234,8 +251,12 @@ class MediaSession:
         the legacy leg (whose 20 ms clock stops); see :mod:`bridge.fastpath`."""
         assert self.webrtc.audio_sender is not None and self.webrtc.whip_payload_type is not None
         assert self.webrtc.whep_payload_type is not None
-        self.to_core = LegacyToCore(self.webrtc.audio_sender, payload_type=self.webrtc.whip_payload_type)
-        self.to_legacy = CoreToLegacy(self.legacy, core_payload_type=self.webrtc.whep_payload_type)
+        core_codec = self.webrtc.passthrough_codec  # what the core answered; a re-INVITE may
+        # move the leg to the other G.711 law, which the relays then translate per packet.
+        self.to_core = LegacyToCore(self.webrtc.audio_sender, payload_type=self.webrtc.whip_payload_type,
+                                    core_codec=core_codec, legacy_codec=lambda: self.legacy.codec.name)
+        self.to_legacy = CoreToLegacy(self.legacy, core_payload_type=self.webrtc.whep_payload_type,
+                                      core_codec=core_codec)
         self.webrtc.on_core_rtp = self.to_legacy
         self.legacy.relay(self.to_core)
         log.info("bridge.fastpath.started", meeting=self.meeting, codec=self.legacy.codec.name,
@@ -246,8 +267,10 @@ class MediaSession:
         while not self._closed:
             try:
                 # The leg keeps its peer connections private; reading them here is the one place.
-                self._webrtc_rtp = await webrtc_rtp_stats(getattr(self.webrtc, "_pub", None),
-                                                          getattr(self.webrtc, "_sub", None))
+                # On the fast path the WHEP side's getStats has nothing of ours (bridge.fastpath,
+                # "Statistics"): only the WHIP side's, for the core's receiver reports.
+                sub = None if self.to_core is not None else getattr(self.webrtc, "_sub", None)
+                self._webrtc_rtp = await webrtc_rtp_stats(getattr(self.webrtc, "_pub", None), sub)
             except Exception as exc:  # noqa: BLE001 - statistics must never end a call
                 log.debug("bridge.session.stats_failed", error=type(exc).__name__)
             await asyncio.sleep(WEBRTC_STATS_INTERVAL)
@@ -294,7 +317,9 @@ class MediaSession:
             "local_port": self.local_port,
             "closed": self._closed,
             "legacy": self.legacy.stats(),
-            "webrtc": {**self.webrtc.stats(), "rtp": self._webrtc_rtp},
+            "webrtc": {**self.webrtc.stats(), "rtp": self._webrtc_rtp if self.to_core is None
+                       else fast_path_rtp(self._webrtc_rtp, self.to_core, self.to_legacy,
+                                          self.webrtc.passthrough_codec or self.legacy.codec.name)},
             **({"video": self.video.stats()} if self.video is not None else {}),
             **({"passthrough": self._relay_stats()} if self.to_core is not None else {}),
         }
@@ -310,6 +335,7 @@ class MediaSession:
             "dropped_late": self.to_core.rewriter.dropped_late + self.to_legacy.rewriter.dropped_late,
             "source_changes": self.to_core.rewriter.source_changes + self.to_legacy.rewriter.source_changes,
             "send_errors": self.to_core.send_errors,
+            "transcoded": sum(r.law.transcoded for r in (self.to_core, self.to_legacy) if r.law is not None),
             "decoded_frames": (self.webrtc.frames_received + self.legacy.jitter.counters.buffered
                                + self.legacy.jitter.counters.concealed),
         }

@@ -55,6 +55,7 @@ from bridge.h264_rtp import (
 from bridge.keyframe import (
     FALLBACK_INTERVAL,
     KeyframeTranslator,
+    LegacyKeyframeCaps,
     Method,
     caps_from_feedback,
 )
@@ -75,6 +76,12 @@ from bridge.srtp import SdesSrtp, SrtpDropped
 
 log = structlog.get_logger("bridge.video_leg")
 
+#: RTP receive buffer of a video socket. The default (~208 KiB) holds about a second of one
+#: 1.5 Mbit/s call: a loop busy for a few hundred ms with other calls then lets the kernel drop
+#: the room system's packets, each loss costs a keyframe request, and the keyframes make the next
+#: burst bigger (the video benchmark saw 10-60 % dropped this way). 2 MiB rides out ~10 s.
+VIDEO_RECEIVE_BUFFER = 2 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class VideoLegParams:
@@ -94,6 +101,9 @@ class VideoLegParams:
     #: The payload bit rate the room system's SDP allows (``bridge.bitrate.cap_from_sdp`` of
     #: its video line), None when it states none.
     bitrate_cap_bps: int | None = None
+    #: How the room system is asked for keyframes when the signalling says so rather than SDP
+    #: feedback (H.323: ``bridge.keyframe.h323_caps()``); None: from ``feedback`` (SIP).
+    keyframe_caps: LegacyKeyframeCaps | None = None
 
     def srtp(self) -> SdesSrtp | None:
         """The SDES-SRTP context of the video line (its own keys, RFC 4568 6.1), or None."""
@@ -156,8 +166,9 @@ class VideoInbound:
     """
 
     def __init__(self, *, remote_address: str, payload_type: int, counters: VideoCounters,
-                 srtp: SdesSrtp | None = None) -> None:
-        self.source = SourceLatch(remote_address, any_source=srtp is not None, leg="video")
+                 srtp: SdesSrtp | None = None, remote_port: int | None = None) -> None:
+        self.source = SourceLatch(remote_address, any_source=srtp is not None, leg="video",
+                                  remote_port=remote_port)
         self.payload_type = payload_type
         self.srtp = srtp
         self.counters = counters
@@ -284,6 +295,7 @@ class LegacyVideoLeg:
         self.remote = (params.remote_address, params.remote_port)
         self.counters = VideoCounters()
         self.inbound = VideoInbound(remote_address=params.remote_address,
+                                    remote_port=params.remote_port,
                                     payload_type=params.payload_type, counters=self.counters,
                                     srtp=self.srtp)
         self.on_access_unit = on_access_unit
@@ -296,6 +308,8 @@ class LegacyVideoLeg:
         #: for peers that negotiated no RTCP feedback; set by the application (None: cannot).
         #: Returning False says nothing was sent (the dialog is not confirmed, or is over).
         self.on_sip_info: Callable[[], object] | None = None
+        #: The same for an H.323 room system: H.245 ``videoFastUpdatePicture`` (H.323 8.7.1).
+        self.on_h245_fast_update: Callable[[], object] | None = None
         #: Asks the core for a keyframe of the meeting's video (the room system asked us).
         self.on_core_keyframe: Callable[[], object] | None = None
         self.inbound.on_keyframe_request = self.keyframe_from_room
@@ -332,16 +346,17 @@ class LegacyVideoLeg:
         if self._closed:
             raise RuntimeError("video leg already closed")
         loop = self._loop = asyncio.get_running_loop()
-        self.keyframes = KeyframeTranslator(caps_from_feedback(self.params.feedback), clock=loop.time,
-                                            fallback_interval=self._fallback_interval)
+        caps = self.params.keyframe_caps or caps_from_feedback(self.params.feedback)
+        self.keyframes = KeyframeTranslator(caps, clock=loop.time, fallback_interval=self._fallback_interval)
         self._schedule_fallback()
-        rtp, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self._rtp_received),
-                                                     sock=self.lease.rtp_socket)
-        rtcp, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self._rtcp_received),
-                                                      sock=self.lease.rtcp_socket)
-        self._rtp, self._rtcp = rtp, rtcp  # type: ignore[assignment]
+        granted = self.lease.set_receive_buffer(VIDEO_RECEIVE_BUFFER)
+        pair = await self.lease.attach(lambda: _Protocol(self._rtp_received),
+                                       lambda: _Protocol(self._rtcp_received))
+        if pair is None:
+            return  # closed while attaching (the caller hung up): the lease closed both
+        self._rtp, self._rtcp = pair  # type: ignore[assignment]
         log.info("bridge.leg.up", leg="video", codec="H264", local_port=self.local_port,
-                 encryption=self.encryption)
+                 encryption=self.encryption, receive_buffer=granted)
 
     def _schedule_fallback(self) -> None:
         """Arm the timer for the translator's next periodic refresh (none when it has none)."""
@@ -450,9 +465,10 @@ class LegacyVideoLeg:
             return False  # an RTCP request must name the room system's SSRC: none seen yet
         sent = False
         for action in self.keyframes.from_core(why):
-            if action.method is Method.SIP_INFO:
-                # INFO names no SSRC: it may go before any video came (the core is waiting).
-                if self.on_sip_info is not None and self.on_sip_info() is not False:
+            if action.method in (Method.SIP_INFO, Method.H245):
+                # Signalled requests name no SSRC: they may go before any video came.
+                hook = self.on_sip_info if action.method is Method.SIP_INFO else self.on_h245_fast_update
+                if hook is not None and hook() is not False:
                     sent = True
                 continue
             data = action.rtcp(self.ssrc, media_ssrc or 0, self._fir)
@@ -470,7 +486,8 @@ class LegacyVideoLeg:
         ``gateway.calls.reoffer_video``; RFC 3264 8).
 
         * A new address or port re-targets the leg and drops the latch, so the first packet
-          from the new place latches again (8.3.1) -- the audio leg's rule (:mod:`bridge.latch`).
+          from the new place latches again (8.3.1) -- the audio leg's rule (:mod:`bridge.latch`,
+          strict to the new address:port for a peer that proved symmetric).
           ``c=0.0.0.0``/``::`` (old-style hold) keeps the old target.
         * ``sending=False`` (the room system's ``sendonly``/``inactive``) holds our video toward
           it (8.4); ``True`` resumes, asking the core for an IDR and sending nothing before it:
@@ -478,7 +495,7 @@ class LegacyVideoLeg:
         """
         if remote_address not in ("0.0.0.0", "::") and (remote_address, remote_port) != self.remote:
             self.remote = (remote_address, remote_port)
-            self.inbound.source.retarget(remote_address)
+            self.inbound.source.retarget(remote_address, remote_port)
             self._rtcp_source = None
             log.info("bridge.video.retargeted", local_port=self.local_port)
         resumed = sending and not self.sending

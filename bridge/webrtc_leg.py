@@ -13,6 +13,11 @@ quiet, so the Opus stream never stalls on legacy-side loss.
 Audio from the core: a task reads the WHEP track's frames (48 kHz Opus decoded
 by aiortc), downmixes to mono, resamples to the legacy codec's rate and hands
 the PCM to ``on_audio`` (the legacy leg's bounded outbound FIFO).
+
+On the G.711 fast path (``passthrough_codec``) neither runs: the WHIP sender has no track and
+is quieted (:func:`bridge.fastpath.quiet_idle_sender`: aiortc would otherwise wake it every
+20 ms for nothing: docs/performance.md has the before/after figures), and the
+WHEP receiver's packets are tapped before aiortc's jitter buffer (:func:`bridge.fastpath.tap_rtp`).
 """
 
 from __future__ import annotations
@@ -38,7 +43,12 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from bridge.audio_jitter import use_low_delay_jitter_buffer
 from bridge.codecs import PcmFifo, Resampler, downmix, silence
-from bridge.fastpath import negotiated_payload_type, prefer_audio_codec, tap_rtp
+from bridge.fastpath import (
+    negotiated_payload_type,
+    prefer_audio_codec,
+    quiet_idle_sender,
+    tap_rtp,
+)
 from bridge.h264_rtp import AccessUnit, is_keyframe, split_annexb
 from bridge.ice import rtc_configuration
 from bridge.pacing import FramePacer, mono_s16_frame
@@ -402,6 +412,7 @@ class WebRtcLeg:
                 audio = pub.addTransceiver("audio", direction="sendonly")
                 prefer_audio_codec(audio, fast)
                 self.audio_sender = audio.sender
+                quiet_idle_sender(audio.sender)  # no 20 ms idle loop: see bridge.fastpath
             else:
                 pub.addTransceiver(self.track, direction="sendonly")
             if self.video_track is not None:

@@ -17,7 +17,7 @@ import structlog
 
 from gateway.config import GatewayConfig
 from gateway.logs import configure_logging
-from gateway.loop import install_reactor
+from gateway.loop import EventLoopUnavailable, install_reactor, loop_kind
 
 log = structlog.get_logger("gateway.app")
 
@@ -125,7 +125,7 @@ class Gateway:
                 dial = f"sips:1000@{_url_host(tls_host)}:{self.sip_ports['tls']}"
         log.info("gateway.ready", sip=self.sip_ports, http=self.http_port, core=core_url,
                  control=self.control_port, metrics=self.metrics_port,
-                 embedded_core=cfg.core.url is None)
+                 embedded_core=cfg.core.url is None, event_loop=loop_kind(asyncio.get_running_loop()))
         print(f"roomgate is up.\n"
               f"  SIP phone or room system: dial {dial} ({transports})\n"
               f"  Browser:                  open {page}\n"
@@ -262,7 +262,12 @@ async def _maybe_await(result: Any) -> None:
 def run(config: GatewayConfig) -> int:
     """Run the gateway until SIGINT/SIGTERM; returns the process exit code."""
     configure_logging(config.log.format, config.log.level, pii=config.log.pii)
-    reactor = install_reactor()
+    try:  # runtime.event_loop: uvloop by default when installed (docs/performance.md)
+        reactor = install_reactor(config.runtime.event_loop)
+    except EventLoopUnavailable as exc:  # load_config refuses this already; a config built in code may not
+        log.error("gateway.start_failed", error=str(exc))
+        print(f"roomgate: could not start: {exc}", file=sys.stderr)
+        return 1
     from twisted.internet.defer import Deferred
 
     gateway = Gateway(config, reactor)

@@ -40,7 +40,12 @@ from gateway.ivr import IvrHangup, LegIO
 from gateway.ivr.detour import converse, wait_in_lobby
 from gateway.live_meeting import LiveOverrides
 from gateway.metrics import Metrics
-from gateway.participation import LegacyCallController, join_roster
+from gateway.participation import (
+    LegacyCallController,
+    join_roster,
+    passthrough_video_codecs,
+    wire_video,
+)
 from gateway.pinlock import PinAttempts
 from gateway.policy import MeetingPolicy, Policy
 from gateway.roster import (
@@ -50,9 +55,8 @@ from gateway.roster import (
     Transport,
 )
 from sip.calls import CallState, EndReason, InboundCall
-from sip.info import dtmf_relay_body
+from sip.info import MEDIA_CONTROL_TYPE, dtmf_relay_body, picture_fast_update_body
 from sip.offer_answer import (
-    PASSTHROUGH_VIDEO_CODECS,
     AudioChoice,
     OfferRejected,
     VideoChoice,
@@ -67,15 +71,6 @@ log = structlog.get_logger("gateway.calls")
 
 #: Codecs the legacy leg can carry, in the order we prefer when the offer leaves us the choice.
 LEGACY_AUDIO_PREFERENCE = ("PCMU", "PCMA", "G722", "OPUS")
-
-#: SIP INFO keyframe request toward a room system without RTCP feedback (RFC 5168 3, the XML
-#: schema's full form: Cisco and Polycom parse ``vc_primitive/to_encoder``, not a bare element).
-MEDIA_CONTROL_TYPE = "application/media_control+xml"
-PICTURE_FAST_UPDATE_XML = (
-    b'<?xml version="1.0" encoding="utf-8" ?>\r\n<media_control>\r\n <vc_primitive>\r\n'
-    b"  <to_encoder>\r\n   <picture_fast_update/>\r\n  </to_encoder>\r\n </vc_primitive>\r\n"
-    b"</media_control>\r\n"
-)
 
 
 def call_label(call_id: str) -> str:
@@ -121,7 +116,7 @@ def audio_preference(mp: MeetingPolicy) -> tuple[str, ...]:
 def choose_call_video(offer: SessionDescription, mp: MeetingPolicy) -> VideoChoice | None:
     """The main video the call carries: none under ``video: false``, else the offer's first
     usable line in a codec both the meeting's ``video_codecs`` and the passthrough bridge take."""
-    preferred = tuple(c for c in mp.video_codecs if c in PASSTHROUGH_VIDEO_CODECS)
+    preferred = passthrough_video_codecs(mp)
     return choose_video(offer, preferred=preferred, enabled=mp.video) if preferred else None
 
 
@@ -319,11 +314,7 @@ class CallController(LegacyCallController[LegacyCall]):
             return
         entry.session = session
         session.on_ended = lambda why: self._media_ended(entry, why)
-        if session.video is not None:
-            video_leg = session.video
-            video_leg.on_sip_info = lambda: self._send_picture_fast_update(entry)
-            # The core's encoder feeds the room system: cap what our WHEP receiver reports to it.
-            session.webrtc.video_bitrate_cap = lambda: video_leg.bitrate.target_bps
+        wire_video(session, sip_info=lambda: self._send_picture_fast_update(entry))
         # The meeting page shows whether this caller's media was encrypted before the gateway.
         session.webrtc.publish_params = {"leg": "sip", "enc": legacy_encryption,
                                          "recording": decision.policy.recording}
@@ -496,7 +487,7 @@ class CallController(LegacyCallController[LegacyCall]):
         SIP INFO ``picture_fast_update`` (RFC 5168). False (nothing sent) before the ACK."""
         if entry.ended:
             return False
-        return entry.call.send_info(MEDIA_CONTROL_TYPE, PICTURE_FAST_UPDATE_XML)
+        return entry.call.send_info(MEDIA_CONTROL_TYPE, picture_fast_update_body())
 
     def keyframe_requested(self, call: InboundCall) -> None:
         """SIP INFO ``picture_fast_update`` (RFC 5168): surfaced for the video bridge."""

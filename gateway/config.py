@@ -340,6 +340,14 @@ class LogConfig(_Section):
     pii: LogPii = "redact"
 
 
+class RuntimeConfig(_Section):
+    """How the process runs: ``event_loop`` picks the asyncio loop Twisted and aiortc share
+    (:mod:`gateway.loop`): ``auto`` = uvloop when it imports, else asyncio's own loop with a
+    warning; ``uvloop`` = uvloop or a configuration error; ``asyncio`` = asyncio's own loop."""
+
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+
+
 def _config_path(value: Any, info: ValidationInfo, what: str) -> Any:
     """A path given as text, resolved against the config file's directory (like ``policy``)."""
     if not isinstance(value, str) or not value.strip():
@@ -467,6 +475,7 @@ class GatewayConfig(_Section):
     core: CoreConfig = Field(default_factory=CoreConfig)
     policy: Annotated[Path, Field(strict=False)]
     log: LogConfig = Field(default_factory=LogConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     control: ControlConfig | None = None
     metrics: MetricsConfig | None = None
     h323: H323Config | None = None
@@ -508,6 +517,7 @@ def _cross_checks(cfg: GatewayConfig, loaded: Loaded) -> list[Issue]:
     listeners.append((("http", "listen"), "tcp", cfg.http.listen))
     issues += _api_checks(cfg, loaded)
     issues += _h323_checks(cfg, loaded)
+    issues += _runtime_checks(cfg, loaded)
     if sip.tcp is not None and sip.tcp.port != 0 and sip.tcp.port == cfg.http.listen.port and \
             _overlap(sip.tcp.host, cfg.http.listen.host):
         issues.append(loaded.issue(("http", "listen"), f"{cfg.http.listen} is also sip.tcp's address"))
@@ -516,6 +526,19 @@ def _cross_checks(cfg: GatewayConfig, loaded: Loaded) -> list[Issue]:
             issues.append(loaded.issue(path, f"port {hp.port} lies inside media.ports "
                                              f"{cfg.media.ports}; media calls would collide with it"))
     return issues
+
+
+def _runtime_checks(cfg: GatewayConfig, loaded: Loaded) -> list[Issue]:
+    """``runtime.event_loop: uvloop`` needs uvloop importable here (``auto`` falls back instead)."""
+    from gateway.loop import uvloop_import_error
+
+    if cfg.runtime.event_loop != "uvloop":
+        return []
+    missing = uvloop_import_error()
+    if missing is None:
+        return []
+    return [loaded.issue(("runtime", "event_loop"), f"uvloop cannot be imported ({missing}): install it "
+                                                    "(pip install 'uvloop>=0.19') or set auto or asyncio")]
 
 
 def _h323_checks(cfg: GatewayConfig, loaded: Loaded) -> list[Issue]:

@@ -25,6 +25,14 @@ Connect, so the caller hears the meeting from the first packet.
   answered in Connect; otherwise Connect starts H.245 (tunnelled or separate) and the bridge
   opens when both logical channels are (``MediaReady``).  The RTP port pair is taken before
   Connect either way, since the OpenLogicalChannelAck must name it.
+- **Video** (H.264 passthrough, like SIP calls): when the meeting's policy carries it
+  (:func:`gateway.participation.passthrough_video_codecs`), a second port pair is taken before
+  Connect, our TCS lists H.264 (H.241) and the video channels open (Fast Start: the caller's
+  H.264 proposal pair is answered with the audio one); the call's :class:`MediaSession` then gets
+  a :class:`bridge.video_leg.LegacyVideoLeg` wired as SIP's (:func:`gateway.participation.
+  wire_video`): the leg's keyframe translator asks the caller by H.245 videoFastUpdatePicture,
+  the caller's videoFastUpdatePicture forces an IDR from the core, flowControlCommand moves the
+  leg's bitrate governor.  The caller's CloseLogicalChannel of its video closes the video leg.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from typing import Any
 
 import structlog
 
-from bridge.bitrate import BitrateGovernor
+from bridge.bitrate import CEILING_BPS, BitrateGovernor
 from bridge.dtmf_sender import (
     DEFAULT_GAP_MS,
     check_duration,
@@ -47,26 +55,36 @@ from bridge.keyframe import KeyframeTranslator, Method, Side, h323_caps
 from bridge.legacy_leg import LegacyAudioLeg
 from bridge.ports import NoFreePort, PortAllocator, PortLease
 from bridge.session import MediaSession, allocate_legacy_leg
+from bridge.video_leg import VideoLegParams
 from gateway.admission import Admit, Refuse
 from gateway.dialstring import DialString, parse_dial_string
 from gateway.ivr import IvrHangup, LegIO
 from gateway.ivr.detour import converse, wait_in_lobby
 from gateway.live_meeting import LOCK_RULE, LiveOverrides
 from gateway.metrics import Metrics
-from gateway.participation import LegacyCallController, join_roster
+from gateway.participation import (
+    LegacyCallController,
+    join_roster,
+    passthrough_video_codecs,
+    wire_video,
+)
 from gateway.pinlock import PinAttempts
 from gateway.policy import Policy
 from gateway.roster import Roster, RosterParticipant
 from h323.call import (
+    FIRST_LOCAL_CHANNEL,
     CallOffered,
     CallReleased,
+    ChannelClosed,
     DtmfReceived,
     FastStartOffer,
     FlowControl,
     KeyframeRequested,
     MediaReady,
+    VideoChannel,
     choose_fast_start,
 )
+from h323.h245 import H264Capability
 from h323.transport import H323Connection
 
 log = structlog.get_logger("gateway.h323_calls")
@@ -132,19 +150,44 @@ def release_for_ivr(hangup: IvrHangup) -> tuple[str, int]:
 H323_TELEPHONE_EVENT_PT = 101
 
 
-class _PreparedPorts:
-    """Hands an already taken lease to :meth:`MediaSession.allocate` (same interface as
-    :class:`PortAllocator` there): the port must be known before the codec is."""
+#: What we take of H.264 (H.241): Baseline, level 3.1, up to the bridge's video ceiling.
+VIDEO_CAPABILITY = H264Capability(max_bit_rate=CEILING_BPS // 100)
 
-    def __init__(self, lease: PortLease, address: str) -> None:
-        self._lease: PortLease | None = lease
+
+def video_leg_params(video: VideoChannel) -> VideoLegParams:
+    """The bridge's view of an H.323 call's H.264 channels (bridge never imports h323): our
+    channel's payload type and the caller's RTP address, its H.245 ``maxBitRate`` as the
+    receive cap, and keyframes asked for by H.245 (:func:`bridge.keyframe.h323_caps`)."""
+    return VideoLegParams(payload_type=video.payload_type, remote_address=video.remote_rtp[0],
+                          remote_port=video.remote_rtp[1], packetization_mode=1,
+                          bitrate_cap_bps=video.capability.max_bps or None, keyframe_caps=h323_caps())
+
+
+@dataclass(frozen=True)
+class _Media:
+    """What :meth:`H323CallController._media_for` settled: our RTP address, the codec, the
+    caller's RTP address, the video channel (None: audio only) and, for Fast Start, the video
+    keywords of ``conn.accept``."""
+
+    local_rtp: tuple[str, int]
+    codec: str
+    remote: tuple[str, int]
+    video: VideoChannel | None = None
+    answer: dict[str, Any] = field(default_factory=dict)
+
+
+class _PreparedPorts:
+    """Hands already taken leases, in order (audio, then video), to :meth:`MediaSession.allocate`
+    (same interface as :class:`PortAllocator` there): the ports must be known before the codec is."""
+
+    def __init__(self, address: str, *leases: PortLease | None) -> None:
+        self._leases = [lease for lease in leases if lease is not None]
         self.address = address
 
     def allocate(self) -> PortLease:
-        lease, self._lease = self._lease, None
-        if lease is None:
+        if not self._leases:
             raise NoFreePort("the prepared lease was already used")
-        return lease
+        return self._leases.pop(0)
 
 
 @dataclass
@@ -180,6 +223,8 @@ class H323LegacyCall:
     #: None while the call carries no video.
     video_channel: int | None = None
     bitrate: BitrateGovernor | None = None
+    #: The video port pair taken before Connect (a call whose meeting carries video).
+    video_lease: PortLease | None = None
 
 
 class H323CallController(LegacyCallController[H323LegacyCall]):
@@ -292,6 +337,11 @@ class H323CallController(LegacyCallController[H323LegacyCall]):
              if e.conn.id == call or (e.participant is not None and e.participant.id == call)), None)
         if entry is None or entry.ended:
             return False
+        video = entry.session.video if entry.session is not None else None
+        if video is not None:  # the call's video leg: its translator, as SIP calls
+            sent = video.request_keyframe(reason)
+            log.info("h323.keyframe.requested", call=entry.label, meeting=entry.meeting, sent=sent)
+            return sent
         sent = False
         for action in self._keyframes(entry).from_core(reason):
             if action.method is Method.H245:
@@ -332,6 +382,19 @@ class H323CallController(LegacyCallController[H323LegacyCall]):
         log.info("h323.flow_control", call=entry.label, meeting=entry.meeting, scope=event.scope,
                  target=event.target, maximum_bps=None if event.maximum_bit_rate is None else event.maximum_bit_rate * 100,
                  applied=applies, target_bps=target)
+
+    def channel_closed(self, conn: H323Connection, event: ChannelClosed) -> None:
+        """The caller closed a logical channel (CloseLogicalChannel): its video channel closes
+        the call's video leg (the meeting no longer gets its picture nor sends it ours)."""
+        entry = self._calls.get(conn.id)
+        if entry is None or entry.ended:
+            return
+        video = entry.session.video if entry.session is not None and event.media == "video" else None
+        if video is not None:
+            video.close()
+            entry.video_channel = None
+        log.info("h323.channel_closed", call=entry.label, meeting=entry.meeting, channel=event.channel,
+                 media=event.media, video_leg_closed=video is not None)
 
     def _keyframes(self, entry: H323LegacyCall) -> KeyframeTranslator:
         if entry.keyframes is None:
@@ -396,27 +459,37 @@ class H323CallController(LegacyCallController[H323LegacyCall]):
         if self.metrics is not None:
             self.metrics.call_admitted("h323", "tcp")
         entry.pseudonym = self.roster.new_pseudonym(entry.meeting)
-        media = await self._media_for(entry, choice, bound)
+        wants_video = "H264" in passthrough_video_codecs(decision.policy)
+        media = await self._media_for(entry, choice, bound, video=VIDEO_CAPABILITY if wants_video else None)
         if media is None:
             return
-        local_rtp, codec, remote = media
+        local_rtp, codec, remote = media.local_rtp, media.codec, media.remote
         if choice is not None:
             conn.ring()
+        video = video_leg_params(media.video) if media.video is not None else None
+        if video is None:
+            self._release_video_lease(entry)
         try:
             session = MediaSession.allocate(
                 reactor=self._reactor, meeting=entry.meeting, core_url=self._core_url,
                 media_address=self._media_address,
-                port_allocator=_PreparedPorts(entry.lease, self._media_address),  # type: ignore[arg-type]
+                port_allocator=_PreparedPorts(self._media_address, entry.lease,  # type: ignore[arg-type]
+                                              entry.video_lease),
                 encoding=codec, payload_type=PAYLOAD_TYPES[codec], remote_address=remote[0],
                 remote_port=remote[1], telephone_event_pt=H323_TELEPHONE_EVENT_PT,
-                display_name=entry.pseudonym, passthrough=self.passthrough)
+                display_name=entry.pseudonym, passthrough=self.passthrough, video=video)
         except (NoFreePort, OSError, ValueError, KeyError) as exc:
             bound.error("call.media_failed", stage="allocate", error=str(exc))
             self._release_lease(entry)
             self._refuse(entry, "gatewayResources", 47, "media could not be set up", rule="media-port")
             return
-        entry.lease = None  # owned by the session now
+        entry.lease = entry.video_lease = None  # owned by the session now
         entry.session = session
+        # The same video wiring as SIP calls; the leg's translator asks by videoFastUpdatePicture.
+        wire_video(session, h245_fast_update=conn.request_keyframe)
+        if session.video is not None and media.video is not None:
+            entry.video_channel = media.video.local_channel
+            entry.bitrate = session.video.bitrate  # flowControlCommand moves the leg's governor
         session.on_ended = lambda why: self._media_ended(entry, why)
         # RFC 4733 on the RTP leg after joining: the same digit path as userInputIndication
         # (relay, on_dtmf), as on the IVR path, which takes the same payload type.
@@ -434,19 +507,22 @@ class H323CallController(LegacyCallController[H323LegacyCall]):
             self._close_media(entry)
             return
         if choice is not None:
-            conn.accept(local_rtp=local_rtp, fast_start=choice)
+            conn.accept(local_rtp=local_rtp, fast_start=choice, **media.answer)
             entry.answered = True
         self._join_roster(entry, session, codec)
         bound.info("call.answered", local_port=session.local_port, codec=codec,
-                   fast_start=choice is not None, remote_port=remote[1],
+                   fast_start=choice is not None, remote_port=remote[1], video=session.video is not None,
+                   video_port=session.video_port,
                    participant=entry.participant.id if entry.participant else None)
 
-    async def _media_for(self, entry: H323LegacyCall, choice: FastStartOffer | None,
-                         bound: Any) -> tuple[tuple[str, int], str, tuple[str, int]] | None:
+    async def _media_for(self, entry: H323LegacyCall, choice: FastStartOffer | None, bound: Any,
+                         video: H264Capability | None = None) -> _Media | None:
         """Take the call's RTP port pair (before the codec is known: the OpenLogicalChannelAck
         must name it), then the codec and the caller's RTP address: from the Fast Start proposal
         ``choice``, else (slow start) Connect now and wait until H.245 has opened both logical
-        channels.  Our RTP address, codec, remote; None when refused or the call ended meanwhile."""
+        channels.  With ``video`` (the meeting carries H.264) a video port pair is taken too and
+        the video channels open alongside (Fast Start: the caller's first H.264 proposal pair).
+        None when refused or the call ended meanwhile."""
         try:
             entry.lease = self._ports.allocate()
         except (NoFreePort, OSError) as exc:
@@ -454,22 +530,35 @@ class H323CallController(LegacyCallController[H323LegacyCall]):
             self._refuse(entry, "gatewayResources", 47, "no media port available", rule="media-port")
             return None
         local_rtp = (self._media_address, entry.lease.rtp_port)
+        proposal = entry.offer.fast_start_video[0] if entry.offer.fast_start_video else None
+        if video is not None and (choice is None or proposal is not None):
+            try:
+                entry.video_lease = self._ports.allocate()
+            except (NoFreePort, OSError) as exc:  # audio only rather than no call
+                bound.warning("call.video_unavailable", error=str(exc))
+        answer: dict[str, Any] = {}
+        if video is not None and entry.video_lease is not None:
+            answer = {"video": video, "local_video": (self._media_address, entry.video_lease.rtp_port)}
         if choice is not None:
-            codec, remote = choice.codec, choice.remote_rtp
+            codec, remote, channel = choice.codec, choice.remote_rtp, None
+            if answer and proposal is not None and proposal.video is not None and proposal.payload_type:
+                answer["fast_start_video"] = proposal
+                channel = VideoChannel(proposal.remote_rtp, proposal.remote_rtcp, FIRST_LOCAL_CHANNEL + 1,
+                                       proposal.payload_type, proposal.video)
         else:
             entry.media = asyncio.get_running_loop().create_future()
-            entry.conn.accept(local_rtp=local_rtp)
+            entry.conn.accept(local_rtp=local_rtp, **answer)
             entry.answered = True
             try:
                 media = await entry.media
             except asyncio.CancelledError:
                 self._release_lease(entry)
                 return None
-            codec, remote = media.codec, media.remote_rtp
+            codec, remote, channel = media.codec, media.remote_rtp, media.video
         if entry.ended:
             self._release_lease(entry)
             return None
-        return local_rtp, codec, remote
+        return _Media(local_rtp, codec, remote, channel, answer if choice is not None else {})
 
     # -- policy checks, the IVR and the lobby --------------------------------------------------
 
@@ -485,14 +574,14 @@ class H323CallController(LegacyCallController[H323LegacyCall]):
         if the meeting has one, then join on the same RTP leg -- or release with the rule."""
         conn, offer = entry.conn, entry.offer
         choice = choose_fast_start(offer.fast_start, FAST_START_CODECS)
-        media = await self._media_for(entry, choice, bound)
+        media = await self._media_for(entry, choice, bound)  # the IVR and the lobby: audio only
         if media is None:
             return
-        local_rtp, codec, remote = media
+        local_rtp, codec, remote = media.local_rtp, media.codec, media.remote
         try:
             legacy = allocate_legacy_leg(
                 media_address=self._media_address,
-                port_allocator=_PreparedPorts(entry.lease, self._media_address),  # type: ignore[arg-type]
+                port_allocator=_PreparedPorts(self._media_address, entry.lease),  # type: ignore[arg-type]
                 encoding=codec, payload_type=PAYLOAD_TYPES[codec], remote_address=remote[0],
                 remote_port=remote[1], telephone_event_pt=H323_TELEPHONE_EVENT_PT)
         except (NoFreePort, OSError, ValueError, KeyError) as exc:
@@ -584,6 +673,13 @@ class H323CallController(LegacyCallController[H323LegacyCall]):
     @staticmethod
     def _release_lease(entry: H323LegacyCall) -> None:
         lease, entry.lease = entry.lease, None
+        if lease is not None:
+            lease.release()
+        H323CallController._release_video_lease(entry)
+
+    @staticmethod
+    def _release_video_lease(entry: H323LegacyCall) -> None:
+        lease, entry.video_lease = entry.video_lease, None
         if lease is not None:
             lease.release()
 

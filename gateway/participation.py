@@ -26,7 +26,7 @@ from gateway.ivr.detour import Detouring, admit_waiting, waiting
 from gateway.live_meeting import LiveOverrides, set_muted
 from gateway.metrics import Metrics
 from gateway.pinlock import PinAttempts
-from gateway.policy import Policy
+from gateway.policy import MeetingPolicy, Policy
 from gateway.roster import (
     LegacyEncryption,
     Protocol,
@@ -34,6 +34,7 @@ from gateway.roster import (
     RosterParticipant,
     Transport,
 )
+from sip.offer_answer import PASSTHROUGH_VIDEO_CODECS
 
 log = structlog.get_logger("gateway.participation")
 
@@ -55,6 +56,30 @@ def leave_roster(roster: Roster, metrics: Metrics | None, participant: RosterPar
     gone = roster.remove(participant.meeting, participant.id)
     if metrics is not None:
         metrics.call_ended(participant.protocol, by, gone.final_counters if gone else None)
+
+
+def passthrough_video_codecs(mp: MeetingPolicy) -> tuple[str, ...]:
+    """The video codecs a legacy call to this meeting may carry, in the policy's order: none
+    under ``video: false``, else those of ``video_codecs`` the bridge passes through untranscoded
+    (H.264).  SIP picks the offer's line among them, H.323 advertises and accepts them."""
+    if not mp.video:
+        return ()
+    return tuple(c for c in mp.video_codecs if c in PASSTHROUGH_VIDEO_CODECS)
+
+
+def wire_video(session: MediaSession, *, sip_info: Callable[[], object] | None = None,
+               h245_fast_update: Callable[[], object] | None = None) -> None:
+    """Wire a call's video leg (if it has one) the same way for SIP and H.323: the keyframe
+    requests the leg's translator sends by signalling (SIP INFO ``picture_fast_update``, H.245
+    ``videoFastUpdatePicture``) go to the protocol's hook, and the room system's receive limit
+    (SDP/H.245 cap, REMB, TMMBR, flowControlCommand: the leg's ``BitrateGovernor``) caps the REMB
+    our WHEP receiver reports to the core, whose encoder feeds the room system."""
+    leg = session.video
+    if leg is None:
+        return
+    leg.on_sip_info = sip_info
+    leg.on_h245_fast_update = h245_fast_update
+    session.webrtc.video_bitrate_cap = lambda: leg.bitrate.target_bps
 
 
 class DtmfRelayTarget(typing.Protocol):

@@ -22,6 +22,8 @@ The procedure (H.323 section 8.1, H.225.0 sections 7.3 and 7.4):
   codec (:func:`fast_start_offers`); the application picks one (:func:`choose_fast_start`) and
   the chosen pair of OpenLogicalChannel structures goes back, with our RTP/RTCP addresses, in the
   first of Alerting/Connect; without a usable proposal Connect says ``fastConnectRefused``.
+  H.264 video proposals are grouped the same way (:func:`fast_start_video_offers`, session 2)
+  and, when the application passes one with our video address, answered alongside the audio.
 - **H.245** (:mod:`h323.h245_session`): tunnelled in ``h245Control`` (H.323 section 8.2.1) when
   the caller offers ``h245Tunnelling`` (several PDUs per message; a Facility with the ``empty``
   body when nothing else is being sent); otherwise on a separate TCP connection (H.323 section
@@ -65,6 +67,9 @@ from h323.h225 import Alias, TransportAddress, VendorInfo
 from h323.h245_session import (
     AUDIO_CAPABILITY,
     ENCODING_OF,
+    H264_PAYLOAD_TYPE,
+    VIDEO_SESSION,
+    ChannelClosed,
     DtmfReceived,
     FlowControl,
     H245Session,
@@ -72,6 +77,7 @@ from h323.h245_session import (
     MediaReady,
     ProcedureFailed,
     SessionEnded,
+    VideoChannel,
 )
 from h323.q931 import Cause, MessageType, Q931Message, RawIE
 
@@ -116,6 +122,7 @@ __all__ = [
     "CallOffered",
     "CallReleased",
     "CallState",
+    "ChannelClosed",
     "DtmfReceived",
     "FastStartOffer",
     "FlowControl",
@@ -124,8 +131,10 @@ __all__ = [
     "H323Call",
     "KeyframeRequested",
     "MediaReady",
+    "VideoChannel",
     "choose_fast_start",
     "fast_start_offers",
+    "fast_start_video_offers",
 ]
 
 
@@ -152,6 +161,9 @@ class FastStartOffer:
     remote_rtp: tuple[str, int]
     remote_rtcp: tuple[str, int] | None
     frames: int = 20
+    #: Video proposals only: the H.264 capability the caller receives and its payload type.
+    video: h245.H264Capability | None = None
+    payload_type: int | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +184,8 @@ class CallOffered:
     fast_start_proposed: bool
     tunnelling: bool
     product: str | None = None
+    #: The caller's H.264 Fast Start proposals (:func:`fast_start_video_offers`).
+    fast_start_video: tuple[FastStartOffer, ...] = ()
 
     @property
     def dialled_digits(self) -> tuple[str, ...]:
@@ -210,7 +224,7 @@ class CallReleased:
 
 
 Event = (CallOffered | H245ListenerNeeded | H245ConnectNeeded | MediaReady | DtmfReceived | KeyframeRequested
-         | FlowControl | CallReleased)
+         | FlowControl | ChannelClosed | CallReleased)
 
 
 # --------------------------------------------------------------------------- Fast Start
@@ -258,6 +272,39 @@ def fast_start_offers(elements: tuple[bytes, ...] | None) -> tuple[FastStartOffe
     return tuple(out)
 
 
+def fast_start_video_offers(elements: tuple[bytes, ...] | None) -> tuple[FastStartOffer, ...]:
+    """The caller's H.264 Fast Start proposals (H.323 section 8.1.7.1, session 2), paired like
+    :func:`fast_start_offers`: a transmit proposal (H.264 forward, no reverse) and a receive
+    proposal (``nullData`` forward, H.264 reverse with its ``mediaChannel``).  ``codec`` is
+    "H264", ``video`` the capability of the receive proposal (what the caller takes) and
+    ``payload_type`` its ``dynamicRTPPayloadType``.  At most one pair (the first) is returned."""
+    transmit: tuple[int, int | None] | None = None
+    receive: tuple[int, h245.LogicalChannelParameters] | None = None
+    for element in elements or ():
+        try:
+            olc = h245.decode_olc(element)
+        except H245Error:
+            continue  # fast_start_offers logged it
+        fwd, rev = olc.forward, olc.reverse
+        if fwd.data_type.kind == "videoData" and fwd.data_type.codec == "h264" and rev is None:
+            transmit = transmit or (olc.forward_logical_channel_number, fwd.payload_type)
+        elif fwd.data_type.kind == "nullData" and rev is not None and rev.data_type.kind == "videoData" \
+                and rev.data_type.codec == "h264" and rev.media_channel is not None and receive is None:
+            receive = (olc.forward_logical_channel_number, rev)
+    if transmit is None or receive is None:
+        return ()
+    number, rev = receive
+    try:
+        cap = h245.H264Capability.from_asn1(rev.data_type.param)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.info("h323.fast_start.unusable", error=f"H.264 capability: {exc!r}")
+        return ()
+    assert rev.media_channel is not None
+    return (FastStartOffer("H264", transmit[0], number, _addr(rev.media_channel) or ("", 0),
+                           _addr(rev.media_control_channel), 0, cap,
+                           rev.payload_type or transmit[1] or H264_PAYLOAD_TYPE),)
+
+
 def choose_fast_start(offers: tuple[FastStartOffer, ...],
                       preferred: tuple[str, ...] = ("PCMU", "PCMA")) -> FastStartOffer | None:
     """The caller's first proposal whose codec is in ``preferred`` (offerer's order, as the
@@ -301,6 +348,9 @@ class H323Call:
         self._tunnel_queue: list[bytes] = []
         self.session: H245Session | None = None
         self.fast_start: FastStartOffer | None = None
+        #: The caller's H.264 Fast Start pair we took, and our video RTP address (None: no video).
+        self.fast_start_video: FastStartOffer | None = None
+        self.local_video: tuple[str, int] | None = None
         self._fast_start_sent = False
         self._fast_start_proposed = False
         self.local_rtp: tuple[str, int] | None = None
@@ -460,11 +510,13 @@ class H323Call:
     # -- commands ---------------------------------------------------------------------------
 
     def ring(self, now: float, *, local_rtp: tuple[str, int] | None = None,
-             fast_start: FastStartOffer | None = None) -> None:
-        """Send Alerting (H.225.0 section 7.3.3), with the Fast Start answer if given."""
+             fast_start: FastStartOffer | None = None, video: h245.H264Capability | None = None,
+             local_video: tuple[str, int] | None = None, fast_start_video: FastStartOffer | None = None) -> None:
+        """Send Alerting (H.225.0 section 7.3.3), with the Fast Start answer if given (see
+        :meth:`accept` for the video arguments)."""
         if self.state is not CallState.PROCEEDING:
             return
-        self._choose_media(local_rtp, fast_start, now)
+        self._choose_media(local_rtp, fast_start, now, video, local_video, fast_start_video)
         body = h225.Alerting(self.call_identifier, fast_start=self._fast_start_answer(),
                              vendor=self.vendor)
         self.state = CallState.ALERTING
@@ -472,13 +524,17 @@ class H323Call:
         self._after(now)
 
     def accept(self, now: float, *, local_rtp: tuple[str, int],
-               fast_start: FastStartOffer | None = None) -> None:
+               fast_start: FastStartOffer | None = None, video: h245.H264Capability | None = None,
+               local_video: tuple[str, int] | None = None, fast_start_video: FastStartOffer | None = None) -> None:
         """Send Connect (H.225.0 section 7.3.4): the Fast Start answer (unless Alerting carried
         it) or ``fastConnectRefused``, and H.245: our TCS and MSD tunnelled in the Connect, or
-        the listening ``h245Address``.  ``local_rtp`` is where we receive RTP (RTCP one above)."""
+        the listening ``h245Address``.  ``local_rtp`` is where we receive RTP (RTCP one above).
+        ``video`` (the H.264 we take) with ``local_video`` (our video RTP address) makes the
+        call carry video: our TCS lists H.264 and H.245 opens video channels both ways, or, with
+        ``fast_start_video`` (one of :attr:`CallOffered.fast_start_video`), Fast Start answers it."""
         if self.state not in (CallState.PROCEEDING, CallState.ALERTING):
             return
-        self._choose_media(local_rtp, fast_start, now)
+        self._choose_media(local_rtp, fast_start, now, video, local_video, fast_start_video)
         refused = self._fast_start_proposed and self.fast_start is None
         answer = self._fast_start_answer()
         h245_address = None
@@ -507,7 +563,9 @@ class H323Call:
         when the call has no H.245 session (not answered yet, or released)."""
         if self.session is None or self._released or self.session.ended or self.state != CallState.CONNECTED:
             return False
-        self.session.request_fast_update()
+        fsv = self.fast_start_video
+        self.session.request_fast_update(fsv.transmit_number if fsv is not None and self.session.video_in is None
+                                         else None)
         self._after(now)
         return True
 
@@ -626,7 +684,8 @@ class H323Call:
             calling_number=calling.digits if calling is not None else None,
             display=msg.display.text if msg.display is not None else None, source=self.peer,
             fast_start=offers, fast_start_proposed=self._fast_start_proposed,
-            tunnelling=self.tunnelling, product=product))
+            tunnelling=self.tunnelling, product=product,
+            fast_start_video=fast_start_video_offers(body.fast_start)))
 
     def _usable_h245_address(self, address: TransportAddress | None) -> bool:
         """Whether we may connect to a caller-named H.245 address: only on the host the call came
@@ -670,17 +729,29 @@ class H323Call:
     # -- output -----------------------------------------------------------------------------
 
     def _choose_media(self, local_rtp: tuple[str, int] | None, fast_start: FastStartOffer | None,
-                      now: float) -> None:
+                      now: float, video: h245.H264Capability | None = None,
+                      local_video: tuple[str, int] | None = None,
+                      fast_start_video: FastStartOffer | None = None) -> None:
         assert self.session is not None
+        if video is not None and local_video is not None and self.local_video is None and self.local_rtp is None:
+            self.local_video = local_video
         if fast_start is not None and self.fast_start is None and (local_rtp or self.local_rtp):
             self.fast_start = fast_start
             self.session.open_channels = False
             self.media_ready = True
+            fsv = fast_start_video if self.local_video is not None else None
+            self.fast_start_video = fsv
+            channel = None
+            if fsv is not None:
+                assert fsv.video is not None and fsv.payload_type is not None
+                channel = VideoChannel(fsv.remote_rtp, fsv.remote_rtcp, FIRST_LOCAL_CHANNEL + 1,
+                                       fsv.payload_type, fsv.video)
             self._events.append(MediaReady(fast_start.codec, fast_start.remote_rtp, fast_start.remote_rtcp,
-                                           FIRST_LOCAL_CHANNEL, via="fast-start"))
+                                           FIRST_LOCAL_CHANNEL, via="fast-start", video=channel))
         if local_rtp is not None and self.local_rtp is None:
             self.local_rtp = local_rtp
-            self.session.set_local_media(local_rtp, now)
+            self.session.set_local_media(local_rtp, now, video=video if self.local_video else None,
+                                         local_video=self.local_video)
 
     def _fast_start_answer(self) -> tuple[bytes, ...] | None:
         """H.323 section 8.1.7.1: the accepted proposals, filled in with our addresses."""
@@ -695,7 +766,19 @@ class H323Call:
                                        h245.LogicalChannelParameters(media, 1, None, rtcp))
         theirs = h245.OpenLogicalChannel(choice.transmit_number,
                                          h245.LogicalChannelParameters(media, 1, rtp, rtcp))
-        return (h245.encode_olc(ours), h245.encode_olc(theirs))
+        answer = [h245.encode_olc(ours), h245.encode_olc(theirs)]
+        video = self.fast_start_video
+        if video is not None and video.video is not None and self.local_video is not None:
+            vhost, vport = self.local_video
+            vrtp, vrtcp = h245.UnicastAddress(vhost, vport), h245.UnicastAddress(vhost, vport + 1)
+            vtype = video.video.media_type()
+            answer.append(h245.encode_olc(h245.OpenLogicalChannel(
+                FIRST_LOCAL_CHANNEL + 1, h245.LogicalChannelParameters(h245.MediaType("nullData"), 0),
+                h245.LogicalChannelParameters(vtype, VIDEO_SESSION, None, vrtcp, None, video.payload_type))))
+            answer.append(h245.encode_olc(h245.OpenLogicalChannel(
+                video.transmit_number,
+                h245.LogicalChannelParameters(vtype, VIDEO_SESSION, vrtp, vrtcp, None, video.payload_type))))
+        return tuple(answer)
 
     def _send(self, mtype: MessageType, body: Any, *elements: Any, tunnel: bool = True) -> None:
         assert self._setup is not None
@@ -726,7 +809,7 @@ class H323Call:
                 if not self.media_ready:
                     self.media_ready = True
                     self._events.append(ev)
-            elif isinstance(ev, DtmfReceived | KeyframeRequested | FlowControl):
+            elif isinstance(ev, DtmfReceived | KeyframeRequested | FlowControl | ChannelClosed):
                 self._events.append(ev)
             elif isinstance(ev, SessionEnded):
                 self._log.info("h323.h245.end_session_received", reason=ev.reason)

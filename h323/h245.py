@@ -29,10 +29,12 @@ H264_OID: tuple[int, ...] = (0, 0, 8, 241, 0, 0, 1)
 
 __all__ = [
     "Capability",
+    "CloseLogicalChannel",
     "EndSessionCommand",
     "FlowControlCommand",
     "H245Error",
     "H245Message",
+    "H264Capability",
     "LogicalChannelParameters",
     "MasterSlaveDetermination",
     "MasterSlaveDeterminationAck",
@@ -169,9 +171,68 @@ class MediaType:
 def _is_h264(param: Any) -> bool:
     try:
         ident = param["capabilityIdentifier"]
-    except (KeyError, TypeError):
+        return bool(ident[0] == "standard" and tuple(ident[1]) == H264_OID)
+    except (KeyError, TypeError, IndexError, ValueError):
         return False
-    return ident[0] == "standard" and tuple(ident[1]) == H264_OID
+
+
+#: H.241 section 8.3.2 (table 8-4): H.264 generic capability parameter identifiers.
+H241_PROFILE, H241_LEVEL = 41, 42
+#: H.241 table 8-5: the ``booleanArray`` bit of the Baseline profile (Main 32, Extended 16, High 8).
+H241_BASELINE = 64
+#: H.241 table 8-6: the ``unsignedMin`` value of each H.264 level (``15 + 7 * n``, 1b at 19).
+H241_LEVELS = {"1": 15, "1b": 19, "1.1": 22, "1.2": 29, "1.3": 36, "2": 43, "2.1": 50, "2.2": 57,
+               "3": 64, "3.1": 71, "3.2": 78, "4": 85, "4.1": 92, "4.2": 99, "5": 106, "5.1": 113}
+
+
+@dataclass(frozen=True)
+class H264Capability:
+    """An H.264 ``GenericCapability`` (H.241 section 8.3): the H.264 OID, ``maxBitRate`` in
+    units of 100 bit/s, and the collapsing parameters profile (a ``booleanArray`` of profile
+    bits, :data:`H241_BASELINE`) and level (:data:`H241_LEVELS`).  It is both the TCS entry's
+    and the video OLC's ``DataType`` value.  Parameters we do not model (max-MBPS, ...) are
+    dropped when decoding: we only pass H.264 through, the core's decoder takes any."""
+
+    max_bit_rate: int = 20_000
+    profile: int = H241_BASELINE
+    level: int = H241_LEVELS["3.1"]
+
+    @property
+    def max_bps(self) -> int:
+        return self.max_bit_rate * 100
+
+    def to_asn1(self) -> dict[str, Any]:
+        return {"capabilityIdentifier": ("standard", H264_OID), "maxBitRate": self.max_bit_rate,
+                "collapsing": [
+                    {"parameterIdentifier": ("standard", H241_PROFILE),
+                     "parameterValue": ("booleanArray", self.profile)},
+                    {"parameterIdentifier": ("standard", H241_LEVEL),
+                     "parameterValue": ("unsignedMin", self.level)}]}
+
+    @classmethod
+    def from_asn1(cls, param: Any) -> H264Capability:
+        """From pycrate's ``GenericCapability`` value (raises ``KeyError``/``TypeError``/
+        ``ValueError`` when it is not H.264; a missing parameter takes H.241's default)."""
+        if not _is_h264(param):
+            raise ValueError("not the H.264 capability identifier")
+        values = {}
+        try:
+            for p in param.get("collapsing", ()):
+                kind, ident = p["parameterIdentifier"]
+                if kind == "standard":
+                    values[ident] = p["parameterValue"][1]
+        except IndexError as exc:
+            raise ValueError(f"malformed H.241 parameter: {exc}") from None
+        return cls(int(param.get("maxBitRate", 0)), int(values.get(H241_PROFILE, H241_BASELINE)),
+                   int(values.get(H241_LEVEL, H241_LEVELS["1"])))
+
+    def media_type(self) -> MediaType:
+        """The ``videoData`` data type of an H.264 logical channel."""
+        return MediaType("videoData", "h264", self.to_asn1())
+
+    def table_entry(self, entry: int) -> Capability:
+        """A ``receiveVideoCapability`` entry for our TerminalCapabilitySet."""
+        return Capability(entry, "receiveVideoCapability", "genericVideoCapability", self.to_asn1())
 
 
 @dataclass(frozen=True)
@@ -204,6 +265,19 @@ class TerminalCapabilitySet:
     @property
     def user_input(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.capabilities if "UserInput" in c.kind)
+
+    @property
+    def h264(self) -> H264Capability | None:
+        """The first H.264 video capability (H.241 generic capability) the peer can receive
+        (``receiveVideoCapability`` or ``receiveAndTransmitVideoCapability``), or None."""
+        for c in self.capabilities:
+            if c.kind in ("receiveVideoCapability", "receiveAndTransmitVideoCapability") \
+                    and c.name == "genericVideoCapability" and _is_h264(c.param):
+                try:
+                    return H264Capability.from_asn1(c.param)
+                except (KeyError, TypeError, ValueError):
+                    continue
+        return None
 
     def to_message(self) -> H245Message:
         table = [{"capabilityTableEntryNumber": c.entry,
@@ -302,6 +376,9 @@ class LogicalChannelParameters:
     media_channel: UnicastAddress | None = None
     media_control_channel: UnicastAddress | None = None
     silence_suppression: bool | None = None
+    #: ``dynamicRTPPayloadType`` (96-127): the RTP payload type of a codec without a static one
+    #: (H.264, H.225.0 section 6.2.8); None for G.711/G.722.
+    payload_type: int | None = None
 
     def to_asn1(self, forward: bool) -> dict[str, Any]:
         v: dict[str, Any] = {"dataType": self.data_type.to_asn1()}
@@ -316,6 +393,8 @@ class LogicalChannelParameters:
                 h["mediaControlChannel"] = self.media_control_channel.to_asn1()
             if self.silence_suppression is not None:
                 h["silenceSuppression"] = self.silence_suppression
+            if self.payload_type is not None:
+                h["dynamicRTPPayloadType"] = self.payload_type
             v["multiplexParameters"] = ("h2250LogicalChannelParameters", h)
         if forward:
             v = {"dataType": v["dataType"], "multiplexParameters": v["multiplexParameters"]}
@@ -330,7 +409,7 @@ class LogicalChannelParameters:
         h = mux[1]
         return cls(mtype, h["sessionID"], UnicastAddress.from_asn1(h.get("mediaChannel")),
                    UnicastAddress.from_asn1(h.get("mediaControlChannel")),
-                   h.get("silenceSuppression"))
+                   h.get("silenceSuppression"), h.get("dynamicRTPPayloadType"))
 
 
 @dataclass(frozen=True)
@@ -462,6 +541,23 @@ class VideoFastUpdatePicture:
         return H245Message("command", "miscellaneousCommand", v)
 
 
+@dataclass(frozen=True)
+class CloseLogicalChannel:
+    """``closeLogicalChannel`` (H.245 section 8.4.1.3 / C.5): the transmitter closes its channel;
+    ``source`` is "user" (the terminal decided) or "lcse"."""
+
+    forward_logical_channel_number: int
+    source: str = "user"
+
+    def to_message(self) -> H245Message:
+        return H245Message("request", "closeLogicalChannel", {
+            "forwardLogicalChannelNumber": self.forward_logical_channel_number, "source": (self.source, 0)})
+
+    @classmethod
+    def from_asn1(cls, v: dict[str, Any]) -> CloseLogicalChannel:
+        return cls(v["forwardLogicalChannelNumber"], v["source"][0])
+
+
 #: ``FlowControlCommand.scope`` values (H.245 annex A).
 FLOW_CONTROL_SCOPES = ("logicalChannelNumber", "resourceID", "wholeMultiplex")
 #: The largest ``maximumBitRate`` H.245 allows (INTEGER (0..16777215), units of 100 bit/s).
@@ -511,7 +607,8 @@ class FlowControlCommand:
 TypedMessage = (
     TerminalCapabilitySet | TerminalCapabilitySetAck | MasterSlaveDetermination |
     MasterSlaveDeterminationAck | OpenLogicalChannel | OpenLogicalChannelAck |
-    EndSessionCommand | UserInputIndication | VideoFastUpdatePicture | FlowControlCommand | H245Message
+    EndSessionCommand | UserInputIndication | VideoFastUpdatePicture | FlowControlCommand |
+    CloseLogicalChannel | H245Message
 )
 
 _TYPED: dict[tuple[str, str], Any] = {
@@ -526,6 +623,7 @@ _TYPED: dict[tuple[str, str], Any] = {
     ("indication", "userInput"): UserInputIndication.from_asn1,
     ("command", "miscellaneousCommand"): VideoFastUpdatePicture.from_asn1,
     ("command", "flowControlCommand"): FlowControlCommand.from_asn1,
+    ("request", "closeLogicalChannel"): CloseLogicalChannel.from_asn1,
 }
 
 

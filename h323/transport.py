@@ -28,6 +28,7 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from h323.call import (
     CallOffered,
     CallReleased,
+    ChannelClosed,
     DtmfReceived,
     FastStartOffer,
     FlowControl,
@@ -57,8 +58,9 @@ class H323CallHandler(TypingProtocol):
     def call_released(self, conn: H323Connection, event: CallReleased) -> None: ...
 
     # Optional (a handler without them only logs the event): ``keyframe_requested(conn,
-    # KeyframeRequested)`` for H.245 videoFastUpdatePicture and ``flow_control(conn, FlowControl)``
-    # for flowControlCommand.
+    # KeyframeRequested)`` for H.245 videoFastUpdatePicture, ``flow_control(conn, FlowControl)``
+    # for flowControlCommand and ``channel_closed(conn, ChannelClosed)`` for the caller's
+    # CloseLogicalChannel.
 
 
 def connection_label(peer: tuple[str, int], number: int) -> str:
@@ -87,11 +89,16 @@ class H323Connection:
 
     # -- application commands -----------------------------------------------------------------
 
-    def ring(self, *, local_rtp: tuple[str, int] | None = None, fast_start: FastStartOffer | None = None) -> None:
-        self._run(lambda now: self.core.ring(now, local_rtp=local_rtp, fast_start=fast_start))
+    def ring(self, *, local_rtp: tuple[str, int] | None = None, fast_start: FastStartOffer | None = None,
+             **video: Any) -> None:
+        """Alerting; ``video``: the video keywords of :meth:`H323Call.accept`."""
+        self._run(lambda now: self.core.ring(now, local_rtp=local_rtp, fast_start=fast_start, **video))
 
-    def accept(self, *, local_rtp: tuple[str, int], fast_start: FastStartOffer | None = None) -> None:
-        self._run(lambda now: self.core.accept(now, local_rtp=local_rtp, fast_start=fast_start))
+    def accept(self, *, local_rtp: tuple[str, int], fast_start: FastStartOffer | None = None,
+               **video: Any) -> None:
+        """Connect; ``video``: ``video=``, ``local_video=``, ``fast_start_video=`` of
+        :meth:`H323Call.accept` (a call with H.264 video)."""
+        self._run(lambda now: self.core.accept(now, local_rtp=local_rtp, fast_start=fast_start, **video))
 
     def reject(self, reason: str, *, cause: int | None = None, display: str | None = None) -> None:
         self._run(lambda now: self.core.reject(now, reason, cause=cause, display=display))
@@ -180,8 +187,9 @@ class H323Connection:
                 handler.media_ready(self, event)
             elif isinstance(event, DtmfReceived):
                 handler.dtmf(self, event)
-            elif isinstance(event, KeyframeRequested | FlowControl):
-                name = "keyframe_requested" if isinstance(event, KeyframeRequested) else "flow_control"
+            elif isinstance(event, KeyframeRequested | FlowControl | ChannelClosed):
+                name = {KeyframeRequested: "keyframe_requested", FlowControl: "flow_control",
+                        ChannelClosed: "channel_closed"}[type(event)]
                 optional = getattr(handler, name, None)
                 if optional is not None:
                     optional(self, event)

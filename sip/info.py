@@ -17,9 +17,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+#: RFC 5168's content type (its XML schema: ``media_control``).
+MEDIA_CONTROL_TYPE = "application/media_control+xml"
 #: Content types accepted in INFO (sent in ``Accept`` of a 415, RFC 3261 21.4.13).
 ACCEPTED_TYPES: tuple[str, ...] = (
-    "application/dtmf-relay", "application/dtmf", "application/media_control+xml",
+    "application/dtmf-relay", "application/dtmf", MEDIA_CONTROL_TYPE,
 )
 _DIGITS = "0123456789*#ABCD"
 #: RFC 4733 3.2 event codes 0-15 -> digits.
@@ -74,6 +76,21 @@ def dtmf_relay_body(digit: str, duration_ms: int) -> bytes:
     return f"Signal={_digit(digit)}\r\nDuration={int(duration_ms)}\r\n".encode()
 
 
+#: RFC 5168 3 in the XML schema's full form: Cisco and Polycom parse ``vc_primitive/to_encoder``,
+#: not a bare ``<picture_fast_update/>`` element (which :func:`classify` also accepts inbound).
+_PICTURE_FAST_UPDATE_XML = (
+    b'<?xml version="1.0" encoding="utf-8" ?>\r\n<media_control>\r\n <vc_primitive>\r\n'
+    b"  <to_encoder>\r\n   <picture_fast_update/>\r\n  </to_encoder>\r\n </vc_primitive>\r\n"
+    b"</media_control>\r\n"
+)
+
+
+def picture_fast_update_body() -> bytes:
+    """The ``application/media_control+xml`` keyframe request (RFC 5168 3) for INFO we send,
+    built here next to :func:`classify`, which reads it back as a :class:`KeyframeRequest`."""
+    return _PICTURE_FAST_UPDATE_XML
+
+
 def parse_dtmf(body: bytes) -> DtmfInfo:
     """The digit alone (application/dtmf)."""
     return DtmfInfo(_digit(body.decode("utf-8", "replace")))
@@ -96,7 +113,7 @@ def classify(ctype: str, body: bytes) -> DtmfInfo | KeyframeRequest | None:
         return parse_dtmf_relay(body)
     if ctype == "application/dtmf":
         return parse_dtmf(body)
-    if ctype == "application/media_control+xml":
+    if ctype == MEDIA_CONTROL_TYPE:
         if _FAST_UPDATE.search(body):
             return KeyframeRequest()
         raise InfoBodyError("media_control body without picture_fast_update")

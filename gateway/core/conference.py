@@ -169,7 +169,7 @@ class ConferenceCore:
         pc.on("track", lambda track: meeting.attach_incoming(participant, track))
         pc.on("connectionstatechange", lambda: self._on_state(meeting, participant))
         try:
-            answer_sdp = await self._negotiate(participant, offer)
+            answer_sdp = await self._negotiate(meeting, participant, offer)
         except BaseException:
             await self._remove(meeting, participant.id, reason="negotiation_failed", joined=False)
             raise
@@ -184,7 +184,7 @@ class ConferenceCore:
                  excludes=exclude is not None)
         return Answer(participant.id, answer_sdp)
 
-    async def _negotiate(self, participant: Participant, offer: str) -> str:
+    async def _negotiate(self, meeting: Meeting, participant: Participant, offer: str) -> str:
         pc = participant.pc
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
@@ -197,10 +197,12 @@ class ConferenceCore:
             for t in pc.getTransceivers():
                 if t.kind == "audio":
                     use_low_delay_jitter_buffer(t.receiver, max_hold=2)
+                    # Its encoded frames can then be forwarded to a 1:1 subscriber undecoded.
+                    meeting.tap_audio(participant, t.receiver)
         if participant.kind == "whep":
             kinds = {t.kind for t in pc.getTransceivers()}
             if participant.audio is not None and "audio" in kinds:
-                pc.addTrack(participant.audio)
+                audio_sender = pc.addTrack(participant.audio)
             if participant.video is not None and "video" in kinds:
                 sender = pc.addTrack(participant.video)
                 participant.video.force_keyframe = sender._send_keyframe
@@ -209,6 +211,8 @@ class ConferenceCore:
         except Exception as exc:  # no common codec, no DTLS fingerprint...
             raise BadSdp(f"cannot answer the SDP offer: {str(exc) or type(exc).__name__}") from exc
         await pc.setLocalDescription(answer)  # gathers ICE candidates: the answer is complete
+        if participant.kind == "whep" and participant.audio is not None and "audio" in kinds:
+            _set_send_codec(meeting, participant, pc, audio_sender)
         return pc.localDescription.sdp
 
     def _on_state(self, meeting: Meeting, participant: Participant) -> None:
@@ -237,6 +241,16 @@ class ConferenceCore:
             await participant.pc.close()
         except Exception:
             log.exception("core.participant.close_failed", meeting=meeting.id, participant=participant_id)
+
+
+def _set_send_codec(meeting: Meeting, participant: Participant, pc: RTCPeerConnection, sender: Any) -> None:
+    """Tell the meeting which codec a subscriber's audio goes out in: aiortc's sender sends in
+    the first of its transceiver's negotiated codecs (``RTCRtpSender.send`` uses
+    ``parameters.codecs[0]``; ``RTCRtpTransceiver._codecs`` holds them, no public accessor)."""
+    for transceiver in pc.getTransceivers():
+        if transceiver.sender is sender and transceiver._codecs:
+            meeting.set_send_codec(participant, transceiver._codecs[0])
+            return
 
 
 def _register_keyframe_requests(meeting: Meeting, participant: Participant) -> None:

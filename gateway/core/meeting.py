@@ -16,8 +16,18 @@ import av
 import numpy as np
 import structlog
 from aiortc import RTCPeerConnection
+from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
+from gateway.core.forwarding import (
+    AudioCodec,
+    DecoderGate,
+    Route,
+    audio_route,
+    install_decoder_gate,
+    publishers_to_decode,
+)
 from gateway.core.mixer import (
     BLOCK_SAMPLES,
     SAMPLE_RATE,
@@ -71,6 +81,12 @@ class Participant:
     has_audio_reader: bool = False
     leg: str = "webrtc"
     encryption: str = "dtls-srtp"
+    gate: DecoderGate | None = None
+    """A publisher's tap between its audio jitter buffer and decoder (:mod:`gateway.core.forwarding`)."""
+    codec: AudioCodec | None = None
+    """The audio codec a publisher sends (seen on its first frame) or a subscriber is sent in."""
+    route: Route = field(default_factory=lambda: Route(None, "codec_unknown"))
+    """How a subscriber's audio is made: forwarded from one publisher or mixed."""
 
     def info(self) -> ParticipantInfo:
         return ParticipantInfo(self.id, self.kind, self.display_name, self.created, self.exclude,
@@ -91,9 +107,11 @@ class Meeting:
         self._clock: asyncio.Task[None] | None = None
         self.ticks = 0
         self.late_ticks = 0
+        """Ticks skipped because the loop stalled for longer than ``CLOCK_RESYNC_SECONDS``."""
         #: Publishers an operator muted: their FIFO is still drained, their block mixed as silence.
         self.muted: set[str] = set()
-        """Ticks skipped because the loop stalled for longer than ``CLOCK_RESYNC_SECONDS``."""
+        #: Publisher -> the subscribers' tracks its encoded audio frames are forwarded to.
+        self._forward_to: dict[str, list[MixAudioTrack]] = {}
 
     # -- membership -------------------------------------------------------------------------------
 
@@ -105,6 +123,7 @@ class Meeting:
             participant.video = SwitchedVideoTrack(self.video, participant.exclude, hold=self.speaker_hold)
         if self._clock is None:
             self._clock = asyncio.ensure_future(self._run_clock())
+        self.reroute()
 
     def remove(self, participant_id: str) -> Participant | None:
         """Forget a participant synchronously and stop its tracks; the caller closes its peer connection."""
@@ -122,6 +141,7 @@ class Meeting:
         self.video.remove_source(participant_id)
         if not self.participants:
             self.stop_clock()
+        self.reroute()
         return participant
 
     @property
@@ -141,7 +161,66 @@ class Meeting:
         (self.muted.add if muted else self.muted.discard)(participant_id)
         log.info("core.participant.muted" if muted else "core.participant.unmuted",
                  meeting=self.id, participant=participant_id)
+        self.reroute()
         return True
+
+    # -- forwarding instead of mixing ---------------------------------------------------------------
+
+    def tap_audio(self, participant: Participant, receiver: object) -> bool:
+        """Put the forwarding tap on a publisher's audio receiver (before its connection starts).
+
+        Only the first audio receiver is tapped: it is the one whose track feeds the mix."""
+        if participant.kind != "whip" or participant.gate is not None:
+            return False
+        participant.gate = install_decoder_gate(
+            receiver, lambda codec, frame: self._on_encoded(participant, codec, frame))
+        self.reroute()
+        return participant.gate is not None
+
+    def set_send_codec(self, participant: Participant, codec: RTCRtpCodecParameters) -> None:
+        """A subscriber's audio sender was negotiated with ``codec`` (what forwarding must match)."""
+        if participant.audio is None:
+            return
+        participant.audio.use_codec(codec)
+        participant.codec = AudioCodec.of(codec)
+        self.reroute()
+
+    def _on_encoded(self, publisher: Participant, codec: RTCRtpCodecParameters, frame: JitterFrame) -> None:
+        """One encoded frame from a publisher's jitter buffer (on the loop, before any decoding)."""
+        if self.participants.get(publisher.id) is not publisher:
+            return
+        seen = AudioCodec.of(codec)
+        if seen != publisher.codec:
+            publisher.codec = seen
+            self.reroute()
+        targets = self._forward_to.get(publisher.id)
+        if targets:
+            timestamp = frame.timestamp * SAMPLE_RATE // seen.clock_rate
+            for track in targets:
+                track.forward(frame.data, timestamp)
+
+    def reroute(self) -> None:
+        """Re-decide every subscriber's route and which publishers still need decoding."""
+        publishers = {p.id: p.codec for p in self.participants.values() if p.gate is not None}
+        forward_to: dict[str, list[MixAudioTrack]] = {}
+        for p in self.participants.values():
+            if p.audio is None:
+                continue
+            route = audio_route(publishers, self.muted, p.exclude, p.codec)
+            if route.forwarding != p.route.forwarding or route.publisher != p.route.publisher:
+                log.info("core.audio.forwarding", meeting=self.id, subscriber=p.id,
+                         forwarding=route.forwarding, publisher=route.publisher or p.route.publisher,
+                         reason=route.reason)
+            p.route = route
+            p.audio.set_forwarding(route.forwarding)
+            if route.publisher is not None:
+                forward_to.setdefault(route.publisher, []).append(p.audio)
+        self._forward_to = forward_to
+        subscribers = [(p.exclude, p.route) for p in self.participants.values() if p.audio is not None]
+        decode = publishers_to_decode(publishers, self.muted, subscribers, self.video.sources())
+        for p in self.participants.values():
+            if p.gate is not None:
+                p.gate.decode = p.id in decode
 
     # -- publishers' incoming media -----------------------------------------------------------------
 
@@ -156,8 +235,9 @@ class Meeting:
         if participant.kind == "whip" and track.kind == "audio" and not participant.has_audio_reader:
             participant.has_audio_reader = True
             coro = self._read_audio(participant.id, track)
-        elif participant.kind == "whip" and track.kind == "video" and participant.id not in self.video._sources:
+        elif participant.kind == "whip" and track.kind == "video" and participant.id not in self.video.sources():
             self.video.add_source(participant.id)
+            self.reroute()  # a second video source makes the speaker choice need audio energies
             coro = self._read_video(participant.id, track)
         else:
             coro = _drain(track)
@@ -191,6 +271,7 @@ class Meeting:
             pass
         finally:
             self.video.remove_source(participant_id)
+            self.reroute()
 
     # -- the clock ------------------------------------------------------------------------------------
 
@@ -221,7 +302,7 @@ class Meeting:
             blocks[pid] = np.zeros_like(blocks[pid])
         for pid, block in blocks.items():
             self.energies[pid] = smooth(self.energies.get(pid, 0.0), block_energy(block))
-        subscribers = [p for p in self.participants.values() if p.audio is not None]
+        subscribers = [p for p in self.participants.values() if p.audio is not None and not p.route.forwarding]
         if not subscribers:
             return
         mixes = mix_minus(blocks, {p.exclude for p in subscribers})
@@ -238,6 +319,14 @@ class Meeting:
             "late_ticks": self.late_ticks,
             "fifo": {pid: {"queued": len(f), "dropped": f.dropped, "underruns": f.underruns}
                      for pid, f in self._fifos.items()},
+            "audio": {
+                "decoded_frames": {p.id: p.gate.decoded for p in self.participants.values() if p.gate},
+                "encoded_frames": {p.id: p.gate.frames for p in self.participants.values() if p.gate},
+                "forwarding": {p.id: p.route.publisher for p in self.participants.values()
+                               if p.audio is not None and p.route.forwarding},
+                "forwarded_frames": {p.id: p.audio.forwarded_frames for p in self.participants.values()
+                                     if p.audio is not None},
+            },
         }
 
 

@@ -50,6 +50,10 @@ class VideoSwitch:
     def add_source(self, publisher: str) -> None:
         self._sources.setdefault(publisher, _Source())
 
+    def sources(self) -> set[str]:
+        """Publishers registered as video sources (whether or not a frame has arrived yet)."""
+        return set(self._sources)
+
     def set_keyframe_requester(self, publisher: str, request: Callable[[], None]) -> None:
         """How to ask ``publisher`` for a keyframe (e.g. an RTCP PLI on its receiver)."""
         self._keyframe_requesters[publisher] = request

@@ -1,7 +1,7 @@
 """The calls and call-setup benchmarks at a tiny load, so they never rot (issue 6).
 
 Runs ``python -m bench calls --quick`` and ``python -m bench setup --quick`` (a real core
-process and gateway process each, a few calls on loopback). Asserts that the tables have
+process and gateway process each, a few calls on loopback; setup with SIP and H.323 callers). Asserts that the tables have
 their rows, that every figure is a finite number, and that audio and calls went through
 at the tiny load; never how fast anything was (the figures are printed for the record).
 """
@@ -59,15 +59,25 @@ def test_calls_benchmark_quick(tmp_path: Path, passthrough: bool) -> None:
 
 @pytest.mark.timeout(300)
 def test_setup_rate_benchmark_quick(tmp_path: Path) -> None:
+    """Both protocols (the default), one ramp each on one gateway: SIP INVITE cycles and H.323
+    Setup (Fast Start, tunnelling) -> Connect -> media -> ReleaseComplete cycles."""
     result, table = _run("setup", tmp_path)
-    assert "| INVITE -> 200 (WebRTC leg joined)" in table
-    rates = result["reps"][0]["rates"]
-    assert rates and rates[0]["offered_cps"] == 1.0
-    first = rates[0]
-    assert first["ok"] > 0  # at one call per second on loopback calls go through
-    for step in rates:
-        assert step["ok"] + step["failed"] == step["cycles"] > 0
-        assert _finite(step["failure_pct"], step["completed_cps"], *step["cpu_ms_per_cycle"].values())
-        if step["ok"]:
-            assert _finite(step["setup_ms_p50"], step["setup_ms_p99"])
-    assert f"| 1 | 1 | {first['ok']} / {first['cycles']} |" in table
+    assert "| sip | INVITE -> 200 (WebRTC leg joined)" in table
+    assert "| h323 | Setup (Fast Start G.711, H.245 tunnelled) -> Connect (WebRTC leg joined)" in table
+    assert [rep["protocol"] for rep in result["reps"]] == ["sip", "h323"]
+    assert set(result["protocols"]) == {"sip", "h323"}
+    for rep in result["reps"]:
+        rates = rep["rates"]
+        assert rates and rates[0]["offered_cps"] == 1.0
+        first = rates[0]
+        assert first["ok"] > 0  # at one call per second on loopback calls go through
+        for step in rates:
+            assert step["protocol"] == rep["protocol"]
+            assert step["ok"] + step["failed"] == step["cycles"] > 0
+            assert _finite(step["failure_pct"], step["completed_cps"], step["callers_cpu_ms_per_cycle"],
+                           *step["cpu_ms_per_cycle"].values())
+            if step["ok"]:
+                assert _finite(step["setup_ms_p50"], step["setup_ms_p99"])
+        if rep["protocol"] == "h323":  # each cycle ran in a worker thread: how late it started
+            assert all(_finite(step["start_lag_ms_p99"]) for step in rates)
+        assert f"| {rep['protocol']} | 1 | 1 | {first['ok']} / {first['cycles']} |" in table

@@ -35,8 +35,8 @@ from tests.interop.test_walking_skeleton import run_on_private_loop
 from tests.support.audio import assert_tone, tone, write_wav
 from tests.support.control_api import check_response, https_request, make_self_signed
 from tests.support.gateway_process import GatewayProcess, free_tcp_port, start_gateway
-from tests.support.impairment import GATEWAY_SIDE, ImpairmentRelay, SipRewriter
-from tests.support.pjsua import PjsuaResult, free_rtp_port, run_pjsua_call
+from tests.support.impairment import GATEWAY_SIDE, ImpairmentRelay, pjsua_call_through
+from tests.support.pjsua import PjsuaResult, free_rtp_port
 from tests.support.tshark import capture, decode
 from tests.support.webrtc_client import subscribe
 
@@ -108,19 +108,10 @@ def api_request(api: dict[str, Any], path: str) -> Any:
 async def impaired_call(gw: GatewayProcess, tmp_path: Path, api: dict[str, Any]) -> dict[str, Any]:
     use_host_addresses(["127.0.0.1"])
     loop = asyncio.get_running_loop()
-    rtp_port = free_rtp_port()
-    relay = ImpairmentRelay(gw.media_ports, rtp_port, loss=0.05, jitter=0.05, base_delay=0.01, seed=11)
-    await relay.start()
-    sip = SipRewriter(gw.sip_port)
-    sip_port = await sip.start()
-    wav = caller_wav(tmp_path / "caller.wav")
+    relay = ImpairmentRelay(gw.media_ports, free_rtp_port(), loss=0.05, jitter=0.05, base_delay=0.01, seed=11)
     out: dict[str, Any] = {"relay": relay}
-    try:
-        call = loop.run_in_executor(None, lambda: run_pjsua_call(
-            f"sip:{MEETING}@127.0.0.1:{sip_port}", codec="PCMU", play_wav=wav, rtp_port=rtp_port,
-            seconds=CALL_SECONDS, timeout=CALL_SECONDS + 30))
-        answered = await loop.run_in_executor(None, lambda: gw.wait_for_event(
-            "call.answered", timeout=30, meeting=MEETING))
+    async with pjsua_call_through(relay, gw, MEETING, caller_wav(tmp_path / "caller.wav"),
+                                  seconds=CALL_SECONDS) as call:
         t_answered = time.monotonic()
         sub = await subscribe(gw.http_url, MEETING, video=False)
         try:
@@ -134,15 +125,12 @@ async def impaired_call(gw: GatewayProcess, tmp_path: Path, api: dict[str, Any])
                 await asyncio.sleep(0.005)
             out["audio"], out["arrivals"] = sub.audio(), arrivals
             meeting = await loop.run_in_executor(None, api_request, api, f"/api/v1/meetings/{MEETING}")
-            out["participant"] = next(p for p in meeting["participants"] if p["id"] == answered["participant"])
+            participant = call.answered["participant"]
+            out["participant"] = next(p for p in meeting["participants"] if p["id"] == participant)
             out["metrics"] = await loop.run_in_executor(None, api["scrape"])
         finally:
             await sub.close()
-        out["call"] = await call
-    finally:
-        relay.close()
-        sip.close()
-    assert sip.rewritten >= 1, "the caller's offer never passed the SIP rewriter"
+        out["call"] = await call.result
     return out
 
 

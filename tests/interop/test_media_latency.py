@@ -36,8 +36,8 @@ from bridge.ice import use_host_addresses
 from tests.interop.test_walking_skeleton import run_on_private_loop
 from tests.support.audio import tone, write_wav
 from tests.support.gateway_process import GatewayProcess, start_gateway
-from tests.support.impairment import GATEWAY_SIDE, ImpairmentRelay, SipRewriter
-from tests.support.pjsua import PjsuaResult, free_rtp_port, run_pjsua_call
+from tests.support.impairment import GATEWAY_SIDE, ImpairmentRelay, pjsua_call_through
+from tests.support.pjsua import PjsuaResult, free_rtp_port
 from tests.support.webrtc_client import RATE, ToneTrack, publish, subscribe
 
 pytestmark = pytest.mark.interop
@@ -140,18 +140,10 @@ def before_and_after(delays: list[tuple[float, float]], stall_at: float) -> tupl
 async def stalled_call(gw: GatewayProcess, tmp_path: Path) -> dict[str, Any]:
     use_host_addresses(["127.0.0.1"])
     loop = asyncio.get_running_loop()
-    rtp_port = free_rtp_port()
-    relay = DatingRelay(gw.media_ports, rtp_port, loss=0.0, jitter=0.0, base_delay=0.0)
-    await relay.start()
-    sip = SipRewriter(gw.sip_port)
-    sip_port = await sip.start()
-    wav = caller_wav(tmp_path / "caller.wav")
+    relay = DatingRelay(gw.media_ports, free_rtp_port(), loss=0.0, jitter=0.0, base_delay=0.0)
     out: dict[str, Any] = {"relay": relay}
-    try:
-        call = loop.run_in_executor(None, lambda: run_pjsua_call(
-            f"sip:{MEETING}@127.0.0.1:{sip_port}", codec="PCMU", play_wav=wav, rtp_port=rtp_port,
-            seconds=CALL_SECONDS, timeout=CALL_SECONDS + 30))
-        await loop.run_in_executor(None, lambda: gw.wait_for_event("call.answered", timeout=30, meeting=MEETING))
+    async with pjsua_call_through(relay, gw, MEETING, caller_wav(tmp_path / "caller.wav"),
+                                  seconds=CALL_SECONDS) as call:
         track = BurstTrack()
         pub = await publish(gw.http_url, MEETING, audio=track)
         sub = await subscribe(gw.http_url, MEETING, exclude=pub.participant_id, video=False)
@@ -180,10 +172,7 @@ async def stalled_call(gw: GatewayProcess, tmp_path: Path) -> dict[str, Any]:
         finally:
             await sub.close()
             await pub.close()
-        out["call"] = await call
-    finally:
-        relay.close()
-        sip.close()
+        out["call"] = await call.result
     return out
 
 

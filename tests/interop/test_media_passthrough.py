@@ -111,6 +111,12 @@ def test_passthrough_tone_both_ways_over_srtp(encoding: str, sdes: bool, tmp_pat
     assert relay["decoded_frames"] == 0 and stats["webrtc"]["frames_in"] == 0
     assert relay["to_core"] == stats["legacy"]["packets_in"] == 150
     assert relay["send_errors"] == 0
+    # aiortc counts none of the relayed packets; the WebRTC leg's figures come from the relays.
+    webrtc_call = stats["call"]["webrtc"]
+    assert webrtc_call["outbound"]["packets"] == relay["to_core"]
+    assert webrtc_call["outbound"]["bytes"] == 160 * relay["to_core"]
+    assert webrtc_call["inbound"]["packets"] >= relay["to_legacy"] > 100
+    assert webrtc_call["codec"] == encoding
     assert stats["legacy"]["encryption"] == ("sdes-srtp" if sdes else "plain")
     # Everything the endpoint received came from the relay (the 20 ms clock never sent).
     assert relay["to_legacy"] == stats["legacy"]["packets_out"] == len(endpoint.received) > 100

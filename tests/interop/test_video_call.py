@@ -24,19 +24,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.callmedia import CallAudio
 from bridge.h264_rtp import AccessUnit
 from bridge.ice import use_host_addresses
 from tests.interop.test_walking_skeleton import run_on_private_loop
 from tests.support import webrtc_client as wc
 from tests.support.gateway_process import GatewayProcess
-from tests.support.sip_uac import SipUac, offer_sdp
 from tests.support.video_room_system import (
-    H264PictureSource,
-    RoomVideoEndpoint,
     TappedViewer,
     colour_of,
-    video_offer_lines,
+    room_system_call,
 )
 
 pytestmark = pytest.mark.interop
@@ -49,41 +45,33 @@ MEETING = "1000"
 async def _room_system_into_meeting(gw: GatewayProcess, seconds: float) -> dict[str, Any]:
     use_host_addresses([HOST])
     viewer = await wc.subscribe(gw.http_url, MEETING)
-    uac = await SipUac.create(local_host=HOST)
-    audio, audio_port = await CallAudio.bind(HOST, tone_hz=1000.0, burst_ms=600, period_ms=1000)
-    video = await RoomVideoEndpoint.bind(HOST, H264PictureSource(RED))
     try:
-        offer = offer_sdp(HOST, audio_port) + "\r\n".join(video_offer_lines(HOST, video.rtp_port)) + "\r\n"
-        call = await uac.invite(gw.sip_uri(MEETING), offer, timeout=20)
-        audio_m, video_m = call.answer_sdp.media[0], call.answer_sdp.media[1]
-        audio.start((audio_m.connection_address or HOST, audio_m.port))
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        video.start((video_m.connection_address or HOST, video_m.port))
-        first_red: float | None = None
-        lost = False
-        while loop.time() - started < seconds:
-            await asyncio.sleep(0.05)
-            rgb = viewer.last_video_rgb()
-            if first_red is None and rgb is not None and rgb[0] > 150 and rgb[1] < 80 and rgb[2] < 80:
-                first_red = loop.time() - started
-            if not lost and loop.time() - started > seconds / 2:
-                video.lose_next_packet()  # the picture breaks: the gateway must ask for an IDR
-                lost = True
-        out = {
-            "answer": str(call.answer_sdp), "video_port": video_m.port, "video_formats": video_m.formats,
-            "rgb": viewer.last_video_rgb(), "frames_seen": viewer.video_count,
-            "first_red_s": first_red, "units_sent": video.units_sent,
-            "packets_sent": video.packets_sent, "keyframe_requests": list(video.keyframe_requests),
-            "keyframes_made": video.source.keyframes, "lost_at": list(video.lost_at),
-        }
-        bye = await call.bye()
-        out["bye"] = bye.status
-        return out
+        async with room_system_call(gw.sip_uri(MEETING), colour=RED, start_video=False) as rs:
+            video, call = rs.room, rs.call
+            video_m = call.answer_sdp.media[1]
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            video.start(rs.video_target)
+            first_red: float | None = None
+            lost = False
+            while loop.time() - started < seconds:
+                await asyncio.sleep(0.05)
+                rgb = viewer.last_video_rgb()
+                if first_red is None and rgb is not None and rgb[0] > 150 and rgb[1] < 80 and rgb[2] < 80:
+                    first_red = loop.time() - started
+                if not lost and loop.time() - started > seconds / 2:
+                    video.lose_next_packet()  # the picture breaks: the gateway must ask for an IDR
+                    lost = True
+            out = {
+                "answer": str(call.answer_sdp), "video_port": video_m.port, "video_formats": video_m.formats,
+                "rgb": viewer.last_video_rgb(), "frames_seen": viewer.video_count,
+                "first_red_s": first_red, "units_sent": video.units_sent,
+                "packets_sent": video.packets_sent, "keyframe_requests": list(video.keyframe_requests),
+                "keyframes_made": video.source.keyframes, "lost_at": list(video.lost_at),
+            }
+            out["bye"] = (await call.bye()).status
+            return out
     finally:
-        await video.stop()
-        await audio.stop()
-        await uac.close()
         await viewer.close()
 
 
@@ -145,44 +133,37 @@ async def _switch_scenario(gw: GatewayProcess, turn: float) -> dict[str, Any]:
     publisher = await wc.publish(gw.http_url, MEETING, audio=voice, video=wc.ColourTrack(BLUE))
     sees_room = await wc.subscribe(gw.http_url, MEETING, exclude=publisher.participant_id)
     viewer = await TappedViewer.join(gw.http_url, MEETING)
-    uac = await SipUac.create(local_host=HOST)
-    audio, audio_port = await CallAudio.bind(HOST, tone_hz=1000.0, burst_ms=100_000, period_ms=100_040)
-    room = await RoomVideoEndpoint.bind(HOST, H264PictureSource(RED))
     out: dict[str, Any] = {"publisher": publisher.participant_id, "turns": []}
     try:
-        offer = offer_sdp(HOST, audio_port) + "\r\n".join(video_offer_lines(HOST, room.rtp_port)) + "\r\n"
-        call = await uac.invite(gw.sip_uri(MEETING), offer, timeout=20)
-        audio_m, video_m = call.answer_sdp.media[0], call.answer_sdp.media[1]
-        audio.start((audio_m.connection_address or HOST, audio_m.port))
-        room.start((video_m.connection_address or HOST, video_m.port))
-        await asyncio.sleep(turn)  # the room system talks first
-        out["viewer_first"] = colour_of([u for _, u in viewer.received])
-        out["sees_room"] = sees_room.last_video_rgb()
-        # The room system asks the gateway for a keyframe of the meeting's video (RTCP PLI).
-        pli_at = time.time()
-        room.send_pli((video_m.connection_address or HOST, video_m.port + 1))
-        await asyncio.sleep(1.0)
-        out["pli_to_idr"] = next((t - pli_at for t, u in room.received if t > pli_at and u.keyframe), None)
-        for talker in ("publisher", "room", "publisher"):
-            started = time.time()
-            _set_talking(voice, tone, talker == "publisher")
-            audio.amplitude = 0.3 if talker == "room" else 0.0
-            # Each turn lasts until the viewer got an IDR of the talker's picture (or 2 turns):
-            # speaker detection runs on the core's audio path, whose delay varies with load.
-            want = BLUE if talker == "publisher" else RED
-            while time.time() - started < 2 * turn:
-                await asyncio.sleep(0.25)
-                if time.time() - started > turn and _idr_of(viewer.received, started, want) is not None:
-                    break
-            out["turns"].append((talker, started))
-        out["viewer"] = list(viewer.received)
-        out["room_received"] = list(room.received)
-        out["bye"] = (await call.bye()).status
-        return out
+        async with room_system_call(gw.sip_uri(MEETING), colour=RED,
+                                    tone={"tone_hz": 1000.0, "burst_ms": 100_000, "period_ms": 100_040}) as rs:
+            audio, room, call = rs.audio, rs.room, rs.call
+            video_m = call.answer_sdp.media[1]
+            await asyncio.sleep(turn)  # the room system talks first
+            out["viewer_first"] = colour_of([u for _, u in viewer.received])
+            out["sees_room"] = sees_room.last_video_rgb()
+            # The room system asks the gateway for a keyframe of the meeting's video (RTCP PLI).
+            pli_at = time.time()
+            room.send_pli((video_m.connection_address or HOST, video_m.port + 1))
+            await asyncio.sleep(1.0)
+            out["pli_to_idr"] = next((t - pli_at for t, u in room.received if t > pli_at and u.keyframe), None)
+            for talker in ("publisher", "room", "publisher"):
+                started = time.time()
+                _set_talking(voice, tone, talker == "publisher")
+                audio.amplitude = 0.3 if talker == "room" else 0.0
+                # Each turn lasts until the viewer got an IDR of the talker's picture (or 2 turns):
+                # speaker detection runs on the core's audio path, whose delay varies with load.
+                want = BLUE if talker == "publisher" else RED
+                while time.time() - started < 2 * turn:
+                    await asyncio.sleep(0.25)
+                    if time.time() - started > turn and _idr_of(viewer.received, started, want) is not None:
+                        break
+                out["turns"].append((talker, started))
+            out["viewer"] = list(viewer.received)
+            out["room_received"] = list(room.received)
+            out["bye"] = (await call.bye()).status
+            return out
     finally:
-        await room.stop()
-        await audio.stop()
-        await uac.close()
         await viewer.close()
         await sees_room.close()
         await publisher.close()

@@ -29,18 +29,18 @@ import av
 import numpy as np
 import pytest
 
-from bench.callmedia import CallAudio
 from bridge.ice import use_host_addresses
 from sip.sdp import SessionDescription
 from tests.interop.test_walking_skeleton import run_on_private_loop
 from tests.support import webrtc_client as wc
 from tests.support.gateway_process import GatewayProcess
-from tests.support.sip_uac import SipUac, offer_sdp
+from tests.support.sip_uac import offer_sdp
 from tests.support.video_room_system import (
     H264PictureSource,
     RoomVideoEndpoint,
     TappedViewer,
     colour_of,
+    room_system_call,
     video_offer_lines,
 )
 
@@ -58,44 +58,34 @@ def _red(rgb: tuple[int, int, int] | None) -> bool:
 async def _room_without_feedback(gw: GatewayProcess) -> dict[str, Any]:
     use_host_addresses([HOST])
     viewer = await wc.subscribe(gw.http_url, MEETING)
-    uac = await SipUac.create(local_host=HOST)
-    audio, audio_port = await CallAudio.bind(HOST, tone_hz=1000.0, burst_ms=600, period_ms=1000)
-    room = await RoomVideoEndpoint.bind(HOST, H264PictureSource(RED))
     late: TappedViewer | None = None
     out: dict[str, Any] = {}
     try:
-        offer = offer_sdp(HOST, audio_port) + "\r\n".join(
-            video_offer_lines(HOST, room.rtp_port, feedback=False)) + "\r\n"
-        call = await uac.invite(gw.sip_uri(MEETING), offer, timeout=20)
-        call.on_request = room.on_sip_request
-        audio_m, video_m = call.answer_sdp.media[0], call.answer_sdp.media[1]
-        audio.start((audio_m.connection_address or HOST, audio_m.port))
-        room.start((video_m.connection_address or HOST, video_m.port))
-        loop = asyncio.get_running_loop()
-        await asyncio.sleep(2.0)
-        room.lose_next_packet()  # the gateway's picture breaks: it must ask for an IDR
-        await asyncio.sleep(2.0)
-        out["keyframes_before_late"] = room.source.keyframes
-        late_at = loop.time()
-        late_wall = time.time()
-        late = await TappedViewer.join(gw.http_url, MEETING)
-        await asyncio.sleep(3.0)
-        out.update(
-            answer=str(call.answer_sdp), video_proto=video_m.proto, late_at=late_at,
-            late_colour=colour_of([u for t, u in late.received if t >= late_wall]),
-            late_units=len(late.received), rgb=viewer.last_video_rgb(), frames_seen=viewer.video_count,
-            keyframe_requests=list(room.keyframe_requests), lost_at=list(room.lost_at),
-            keyframes_made=room.source.keyframes, units_sent=room.units_sent,
-            infos=[(r.method, r.headers.get("Content-Type")) for r in call.requests],
-        )
-        out["bye"] = (await call.bye()).status
-        return out
+        async with room_system_call(gw.sip_uri(MEETING), colour=RED, feedback=False) as rs:
+            room, call = rs.room, rs.call
+            video_m = call.answer_sdp.media[1]
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(2.0)
+            room.lose_next_packet()  # the gateway's picture breaks: it must ask for an IDR
+            await asyncio.sleep(2.0)
+            out["keyframes_before_late"] = room.source.keyframes
+            late_at = loop.time()
+            late_wall = time.time()
+            late = await TappedViewer.join(gw.http_url, MEETING)
+            await asyncio.sleep(3.0)
+            out.update(
+                answer=str(call.answer_sdp), video_proto=video_m.proto, late_at=late_at,
+                late_colour=colour_of([u for t, u in late.received if t >= late_wall]),
+                late_units=len(late.received), rgb=viewer.last_video_rgb(), frames_seen=viewer.video_count,
+                keyframe_requests=list(room.keyframe_requests), lost_at=list(room.lost_at),
+                keyframes_made=room.source.keyframes, units_sent=room.units_sent,
+                infos=[(r.method, r.headers.get("Content-Type")) for r in call.requests],
+            )
+            out["bye"] = (await call.bye()).status
+            return out
     finally:
         if late is not None:
             await late.close()
-        await room.stop()
-        await audio.stop()
-        await uac.close()
         await viewer.close()
 
 
@@ -161,26 +151,16 @@ class NoiseTrack(wc.ColourTrack):
 async def _received_bitrate(gw: GatewayProcess, tias_bps: int | None) -> dict[str, Any]:
     use_host_addresses([HOST])
     publisher = await wc.publish(gw.http_url, MEETING, video=NoiseTrack())
-    uac = await SipUac.create(local_host=HOST)
-    audio, audio_port = await CallAudio.bind(HOST, tone_hz=1000.0, burst_ms=600, period_ms=1000)
-    room = await RoomVideoEndpoint.bind(HOST, H264PictureSource(RED))
     try:
-        offer = offer_sdp(HOST, audio_port) + "\r\n".join(
-            video_offer_lines(HOST, room.rtp_port, tias_bps=tias_bps)) + "\r\n"
-        call = await uac.invite(gw.sip_uri(MEETING), offer, timeout=20)
-        audio_m, video_m = call.answer_sdp.media[0], call.answer_sdp.media[1]
-        audio.start((audio_m.connection_address or HOST, audio_m.port))
-        room.start((video_m.connection_address or HOST, video_m.port))
-        start = asyncio.get_running_loop().time()
-        await asyncio.sleep(WARMUP_S + WINDOW_S)
-        out = {"bps": room.payload_bps(start + WARMUP_S, start + WARMUP_S + WINDOW_S),
-               "warmup_bps": room.payload_bps(start, start + WARMUP_S),
-               "units": len(room.received), "bye": (await call.bye()).status}
-        return out
+        async with room_system_call(gw.sip_uri(MEETING), colour=RED, tias_bps=tias_bps) as rs:
+            room, call = rs.room, rs.call
+            start = asyncio.get_running_loop().time()
+            await asyncio.sleep(WARMUP_S + WINDOW_S)
+            out = {"bps": room.payload_bps(start + WARMUP_S, start + WARMUP_S + WINDOW_S),
+                   "warmup_bps": room.payload_bps(start, start + WARMUP_S),
+                   "units": len(room.received), "bye": (await call.bye()).status}
+            return out
     finally:
-        await room.stop()
-        await audio.stop()
-        await uac.close()
         await publisher.close()
 
 
@@ -219,59 +199,51 @@ async def _reoffers(gw: GatewayProcess) -> dict[str, Any]:
     use_host_addresses([HOST])
     publisher = await wc.publish(gw.http_url, MEETING, video=wc.ColourTrack((20, 20, 220)))
     viewer = await wc.subscribe(gw.http_url, MEETING, exclude=publisher.participant_id)
-    uac = await SipUac.create(local_host=HOST)
-    audio, audio_port = await CallAudio.bind(HOST, tone_hz=1000.0, burst_ms=600, period_ms=1000)
-    room = await RoomVideoEndpoint.bind(HOST, H264PictureSource(RED))
     moved: RoomVideoEndpoint | None = None
     sid = 4242
     out: dict[str, Any] = {}
     try:
-        call = await uac.invite(gw.sip_uri(MEETING), _offer(audio_port, room.rtp_port, sid, 1), timeout=20)
-        audio_m, video_m = call.answer_sdp.media[0], call.answer_sdp.media[1]
-        gw_video = (video_m.connection_address or HOST, video_m.port)
-        audio.start((audio_m.connection_address or HOST, audio_m.port))
-        room.start(gw_video)
-        loop = asyncio.get_running_loop()
-        await asyncio.sleep(3.0)
-        out["before_hold"] = len(room.received)
-        out["viewer_before"] = viewer.last_video_rgb()
+        async with room_system_call(gw.sip_uri(MEETING), colour=RED,
+                                    offer=lambda audio_port, video_port: _offer(audio_port, video_port, sid, 1)) as rs:
+            uac, room, call, audio_port, gw_video = rs.uac, rs.room, rs.call, rs.audio_port, rs.video_target
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(3.0)
+            out["before_hold"] = len(room.received)
+            out["viewer_before"] = viewer.last_video_rgb()
 
-        async def update(sdp: str) -> SessionDescription:
-            resp = await call.uac._request_in_dialog(  # UPDATE (RFC 3311): the same re-offer path
-                call, "UPDATE", headers=[("Content-Type", "application/sdp"), ("Contact", uac.contact)],
-                body=sdp.encode(), timeout=10)
-            return SessionDescription.parse(resp.body)
+            async def update(sdp: str) -> SessionDescription:
+                resp = await call.uac._request_in_dialog(  # UPDATE (RFC 3311): the same re-offer path
+                    call, "UPDATE", headers=[("Content-Type", "application/sdp"), ("Contact", uac.contact)],
+                    body=sdp.encode(), timeout=10)
+                return SessionDescription.parse(resp.body)
 
-        held = await update(_offer(audio_port, room.rtp_port, sid, 2, direction="sendonly"))
-        out["held_answer_dir"] = held.media[1].direction
-        await asyncio.sleep(0.5)  # what was in flight arrives
-        hold_start = len(room.received)
-        await asyncio.sleep(2.0)
-        out["during_hold"] = len(room.received) - hold_start
+            held = await update(_offer(audio_port, room.rtp_port, sid, 2, direction="sendonly"))
+            out["held_answer_dir"] = held.media[1].direction
+            await asyncio.sleep(0.5)  # what was in flight arrives
+            hold_start = len(room.received)
+            await asyncio.sleep(2.0)
+            out["during_hold"] = len(room.received) - hold_start
 
-        moved = await RoomVideoEndpoint.bind(HOST, H264PictureSource(GREEN))
-        resumed_at = loop.time()
-        resumed_wall = time.time()
-        answer = await update(_offer(audio_port, moved.rtp_port, sid, 3))
-        out["resumed_answer"] = (answer.media[1].port, answer.media[1].direction)
-        await room.stop()  # the old port pair is gone
-        moved.start(gw_video)
-        await asyncio.sleep(3.0)
-        got = [(t, u) for t, u in moved.received]
-        out.update(
-            moved_units=len(got), moved_first_keyframe=got[0][1].keyframe if got else None,
-            moved_first_after_ms=(got[0][0] - resumed_wall) * 1000 if got else None,
-            moved_colour=colour_of([u for _, u in got]), viewer_after=viewer.last_video_rgb(),
-            resume_to_update_ms=(loop.time() - resumed_at) * 1000,
-        )
-        out["bye"] = (await call.bye()).status
-        return out
+            moved = await RoomVideoEndpoint.bind(HOST, H264PictureSource(GREEN))
+            resumed_at = loop.time()
+            resumed_wall = time.time()
+            answer = await update(_offer(audio_port, moved.rtp_port, sid, 3))
+            out["resumed_answer"] = (answer.media[1].port, answer.media[1].direction)
+            await room.stop()  # the old port pair is gone
+            moved.start(gw_video)
+            await asyncio.sleep(3.0)
+            got = [(t, u) for t, u in moved.received]
+            out.update(
+                moved_units=len(got), moved_first_keyframe=got[0][1].keyframe if got else None,
+                moved_first_after_ms=(got[0][0] - resumed_wall) * 1000 if got else None,
+                moved_colour=colour_of([u for _, u in got]), viewer_after=viewer.last_video_rgb(),
+                resume_to_update_ms=(loop.time() - resumed_at) * 1000,
+            )
+            out["bye"] = (await call.bye()).status
+            return out
     finally:
         if moved is not None:
             await moved.stop()
-        await room.stop()
-        await audio.stop()
-        await uac.close()
         await viewer.close()
         await publisher.close()
 

@@ -18,6 +18,12 @@ make both sides agree by accident.  It behaves like a small H.323 terminal (H.32
 4. Media: a tone as RTP (PCMU or PCMA, 20 ms packets), and it records what it receives;
    optional DTMF digits as H.245 userInputIndication signals once media flows.
 5. After ``seconds`` of media it sends endSessionCommand and ReleaseComplete (H.323 section 8.5).
+6. Optional video (``video=(r, g, b)``, off by default): H.264 (H.241 generic capability,
+   Baseline) in its TCS, Fast Start proposals for session 2 or its own H.264 OLC, it acks the
+   callee's H.264 OLC with its video RTP/RTCP addresses, sends a solid picture of that colour as
+   H.264 RTP (``tests/support/video_room_system.py``, packetization-mode 1, RFC 6184), keeps the
+   access units it receives, answers ``videoFastUpdatePicture`` (H.323 section 8.7.1) with an
+   IDR, and acks the callee's CloseLogicalChannel.
 
     result = run_h323_call("127.0.0.1", 1720, "1000", fast_start=True, tunnelling=False)
     samples, rate = result.recording()
@@ -57,6 +63,9 @@ CAPABILITY = {"PCMU": "g711Ulaw64k", "PCMA": "g711Alaw64k"}
 PAYLOAD_TYPE = {"PCMU": 0, "PCMA": 8}
 TERMINAL_TYPE = 50  # H.323 table 1: a terminal
 TX_CHANNEL, RX_PROPOSAL = 1, 2  # our logical channel numbers
+TX_VIDEO, RX_VIDEO_PROPOSAL = 3, 4  # our video channel and Fast Start receive proposal
+VIDEO_PT = 96  # the dynamicRTPPayloadType we send H.264 with (H.225.0 section 6.2.8)
+VIDEO_SESSION = 2  # H.225.0 section 6.2.8: the main video's RTP session
 
 
 @dataclass
@@ -87,6 +96,19 @@ class CallerResult:
     h245_accepted: int = 0
     #: userInputIndication received from the gateway: ("signal"|"alphanumeric", key, duration).
     user_input: list[tuple[str, str, int | None]] = field(default_factory=list)
+    #: Video (``video=``): where the callee takes our H.264, what we sent, what it sent us
+    #: (wall-clock arrival, access unit), its videoFastUpdatePicture (wall-clock time, channel)
+    #: and the wall-clock times of the IDRs we sent.
+    video_remote_rtp: tuple[str, int] | None = None
+    remote_h264: bool = False
+    video_units_sent: int = 0
+    video_packets_sent: int = 0
+    video_packets_in: int = 0
+    video_received: list[tuple[float, Any]] = field(default_factory=list, repr=False)
+    fast_updates: list[tuple[float, int]] = field(default_factory=list)
+    idrs_sent: list[float] = field(default_factory=list)
+    #: Logical channels the callee closed (CloseLogicalChannel), in order.
+    closed_channels: list[int] = field(default_factory=list)
     pcm: list[np.ndarray] = field(default_factory=list, repr=False)
 
     def recording(self) -> tuple[np.ndarray, int]:
@@ -96,8 +118,9 @@ class CallerResult:
         return np.concatenate(self.pcm).astype(np.int16), 8000
 
     def as_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k != "pcm"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("pcm", "video_received")}
         d["samples"] = int(sum(len(p) for p in self.pcm))
+        d["video_units_in"] = len(self.video_received)
         return d
 
 
@@ -157,7 +180,8 @@ class H323Caller:
                  fast_start: bool = True, tunnelling: bool = True, codec: str = "PCMU",
                  tone_hz: float = 1000.0, seconds: float = 4.0, timeout: float = 30.0,
                  amplitude: float = 0.3, dtmf: str = "", h245_listen: bool = False,
-                 commands: tuple[Any, ...] = ()) -> None:
+                 commands: tuple[Any, ...] = (), video: tuple[int, int, int] | None = None,
+                 close_video_after: float | None = None) -> None:
         if codec not in CAPABILITY:
             raise ValueError(f"codec {codec!r}: PCMU or PCMA")
         self.host, self.port, self.meeting = host, port, meeting
@@ -196,6 +220,29 @@ class H323Caller:
         self.encoder = codec_by_name(codec).encoder()
         self.decoders: dict[int, Any] = {pt: codec_by_name(c).decoder() for c, pt in PAYLOAD_TYPE.items()}
         self.release_sent = False
+        # video (session 2), only with ``video``: imported here so audio-only users need no PyAV
+        self.video_source: Any = None
+        self.video_rtp: socket.socket | None = None
+        self.video_rtcp: socket.socket | None = None
+        self.remote_video_olc = False
+        self.video_olc_sent = False
+        #: Seconds of media after which we close our video channel (CloseLogicalChannel, H.245
+        #: 8.4.1.3) and stop sending video; None: never.
+        self.close_video_after = close_video_after
+        self.video_closed = False
+        if video is not None:
+            from bridge.h264_rtp import H264Depacketizer
+            from tests.support.video_room_system import (
+                H264PictureSource,
+                RoomVideoSender,
+            )
+
+            self.video_source = H264PictureSource(video)
+            self.video_sender = RoomVideoSender(VIDEO_PT, ssrc=random.randrange(1 << 32))
+            self.video_depacketizer = H264Depacketizer()
+            self.video_rtp, self.video_rtcp = _bind_rtp_pair()
+            self.local_video = ("127.0.0.1", self.video_rtp.getsockname()[1])
+            self.video_ts = random.randrange(1 << 31)
 
     # -- building messages (H.225.0 section 7.3, Q.931 section 4) ---------------------------
 
@@ -216,7 +263,17 @@ class H323Caller:
         receive = h245.OpenLogicalChannel(RX_PROPOSAL, h245.LogicalChannelParameters(h245.MediaType("nullData"), 0),
                                           h245.LogicalChannelParameters(media, 1, rtp, rtcp))
         transmit = h245.OpenLogicalChannel(TX_CHANNEL, h245.LogicalChannelParameters(media, 1, None, rtcp, False))
-        return (h245.encode_olc(receive), h245.encode_olc(transmit))
+        out = [h245.encode_olc(receive), h245.encode_olc(transmit)]
+        if self.video_source is not None:  # the same pair for H.264 in session 2
+            vrtp = h245.UnicastAddress(*self.local_video)
+            vrtcp = h245.UnicastAddress(self.local_video[0], self.local_video[1] + 1)
+            vtype = h245.H264Capability().media_type()
+            out.append(h245.encode_olc(h245.OpenLogicalChannel(
+                RX_VIDEO_PROPOSAL, h245.LogicalChannelParameters(h245.MediaType("nullData"), 0),
+                h245.LogicalChannelParameters(vtype, VIDEO_SESSION, vrtp, vrtcp, None, VIDEO_PT))))
+            out.append(h245.encode_olc(h245.OpenLogicalChannel(
+                TX_VIDEO, h245.LogicalChannelParameters(vtype, VIDEO_SESSION, None, vrtcp, None, VIDEO_PT))))
+        return tuple(out)
 
     def _setup(self) -> None:
         dest: tuple[Alias, ...] = ()
@@ -258,6 +315,8 @@ class H323Caller:
             return
         self.h245_started = True
         caps = h245.audio_capabilities(((CAPABILITY[self.codec], 20),))
+        if self.video_source is not None:  # H.241: H.264 Baseline as a receive capability
+            caps += (h245.H264Capability().table_entry(len(caps) + 1),)
         self._send_h245(h245.TerminalCapabilitySet(1, caps), h245.MasterSlaveDetermination(TERMINAL_TYPE, self.msd_sdn))
 
     def _on_h245(self, data: bytes) -> None:
@@ -266,6 +325,7 @@ class H323Caller:
             typed = msg.typed()
             if isinstance(typed, h245.TerminalCapabilitySet):
                 self.remote_tcs = True
+                self.result.remote_h264 = typed.h264 is not None
                 self._send_h245(h245.TerminalCapabilitySetAck(typed.sequence_number))
                 self._start_h245()
             elif isinstance(typed, h245.TerminalCapabilitySetAck):
@@ -279,12 +339,26 @@ class H323Caller:
                     ours = "master" if 0 < diff < (1 << 23) else "slave"
                 self._send_h245(h245.MasterSlaveDeterminationAck("slave" if ours == "master" else "master"))
             elif isinstance(typed, h245.OpenLogicalChannel):
-                # the callee's channel toward us: ack with where we receive
+                # the callee's channel toward us: ack with where we receive (video: session 2)
+                number = typed.forward_logical_channel_number
+                if typed.forward.data_type.kind == "videoData":
+                    if typed.forward.data_type.codec != "h264" or self.video_source is None:
+                        self._send_h245(h245.H245Message("response", "openLogicalChannelReject", {
+                            "forwardLogicalChannelNumber": number, "cause": ("dataTypeNotSupported", 0)}))
+                        continue
+                    self.remote_video_olc = True
+                    self._send_h245(h245.OpenLogicalChannelAck(
+                        number, VIDEO_SESSION, h245.UnicastAddress(*self.local_video),
+                        h245.UnicastAddress(self.local_video[0], self.local_video[1] + 1)))
+                    continue
                 self._send_h245(h245.OpenLogicalChannelAck(
-                    typed.forward_logical_channel_number, 1, h245.UnicastAddress(*self.local_rtp),
+                    number, 1, h245.UnicastAddress(*self.local_rtp),
                     h245.UnicastAddress(self.local_rtp[0], self.local_rtp[1] + 1)))
             elif isinstance(typed, h245.OpenLogicalChannelAck):
-                if typed.media_channel is not None:
+                if typed.forward_logical_channel_number == TX_VIDEO:
+                    if typed.media_channel is not None:
+                        self.result.video_remote_rtp = (typed.media_channel.host, typed.media_channel.port)
+                elif typed.media_channel is not None:
                     self.result.remote_rtp = (typed.media_channel.host, typed.media_channel.port)
                     self.result.codec = self.codec
             elif isinstance(typed, h245.UserInputIndication):
@@ -292,6 +366,15 @@ class H323Caller:
                     self.result.user_input.append(("signal", typed.signal, typed.duration))
                 else:
                     self.result.user_input.append(("alphanumeric", typed.alphanumeric or "", None))
+            elif isinstance(typed, h245.VideoFastUpdatePicture):
+                # H.323 section 8.7.1: the callee lost our picture; the next one is an IDR
+                self.result.fast_updates.append((time.time(), typed.logical_channel_number))
+                if self.video_source is not None:
+                    self.video_source.request_keyframe()
+            elif isinstance(typed, h245.CloseLogicalChannel):
+                self.result.closed_channels.append(typed.forward_logical_channel_number)
+                self._send_h245(h245.H245Message("response", "closeLogicalChannelAck", {
+                    "forwardLogicalChannelNumber": typed.forward_logical_channel_number}))
             elif isinstance(typed, h245.EndSessionCommand):
                 if not self.ended:
                     self.ended = True
@@ -302,6 +385,12 @@ class H323Caller:
             self._send_h245(h245.OpenLogicalChannel(TX_CHANNEL, h245.LogicalChannelParameters(
                 h245.MediaType("audioData", CAPABILITY[self.codec], 20), 1, None,
                 h245.UnicastAddress(self.local_rtp[0], self.local_rtp[1] + 1), False)))
+            if self.video_source is not None and self.result.remote_h264 and not self.video_olc_sent:
+                # H.245 section 8.4: our H.264 channel, only toward a callee that receives H.264
+                self.video_olc_sent = True
+                self._send_h245(h245.OpenLogicalChannel(TX_VIDEO, h245.LogicalChannelParameters(
+                    h245.H264Capability().media_type(), VIDEO_SESSION, None,
+                    h245.UnicastAddress(self.local_video[0], self.local_video[1] + 1), None, VIDEO_PT)))
 
     def _connect_h245(self, addr: tuple[str, int]) -> None:
         if self.h245_conn is not None or self.tunnelling:
@@ -338,7 +427,10 @@ class H323Caller:
         body = info.body if info is not None else None
         for element in getattr(body, "fast_start", None) or ():
             olc = h245.decode_olc(element)
-            if olc.forward.data_type.kind == "audioData" and olc.forward.media_channel is not None:
+            if olc.forward.data_type.kind == "videoData" and olc.forward.media_channel is not None:
+                mc = olc.forward.media_channel  # the callee accepted our H.264 transmit proposal
+                self.result.video_remote_rtp = (mc.host, mc.port)
+            elif olc.forward.data_type.kind == "audioData" and olc.forward.media_channel is not None:
                 mc = olc.forward.media_channel
                 self.result.remote_rtp = (mc.host, mc.port)
                 self.result.fast_start_accepted = True
@@ -396,6 +488,40 @@ class H323Caller:
         self.rtp.sendto(header + self.encoder.encode(pcm), self.result.remote_rtp)
         self.result.rtp_out += 1
 
+    def _send_video(self) -> None:
+        """One picture as H.264 RTP (RFC 6184, 90 kHz clock) to where the callee takes it."""
+        assert self.video_rtp is not None and self.result.video_remote_rtp is not None
+        unit = self.video_source.next_unit()
+        if unit is None:
+            return
+        if unit.keyframe:
+            self.result.idrs_sent.append(time.time())
+        for data in self.video_sender.datagrams(unit, self.video_ts):
+            self.video_rtp.sendto(data, self.result.video_remote_rtp)
+            self.result.video_packets_sent += 1
+        self.result.video_units_sent += 1
+
+    def _receive_video(self) -> None:
+        """The callee's H.264 RTP, depacketized into access units (kept with arrival time)."""
+        from bridge.h264_rtp import H264Error
+        from bridge.rtp import RtpError, RtpPacket, looks_like_rtcp
+
+        assert self.video_rtp is not None
+        while True:
+            try:
+                data, _ = self.video_rtp.recvfrom(65536)
+            except BlockingIOError:
+                return
+            if looks_like_rtcp(data):
+                continue
+            try:
+                units = self.video_depacketizer.push(RtpPacket.parse(data))
+            except (RtpError, H264Error):
+                continue
+            self.result.video_packets_in += 1
+            now = time.time()
+            self.result.video_received += [(now, u) for u in units]
+
     def _receive_rtp(self) -> None:
         while True:
             try:
@@ -424,6 +550,7 @@ class H323Caller:
             self.result.signalling_port = sock.getsockname()[1]
             self._setup()
             next_rtp = None
+            next_video: float | None = None
             release_at = None
             while time.monotonic() < deadline:
                 if self.sig is None or not self.sig.open:
@@ -442,6 +569,17 @@ class H323Caller:
                     while next_rtp is not None and now >= next_rtp:
                         self._send_rtp()
                         next_rtp += 0.02
+                    if self.close_video_after is not None and not self.video_closed and self.h245_started \
+                            and self.media_started_at is not None \
+                            and now >= self.media_started_at + self.close_video_after:
+                        self.video_closed = True
+                        self._send_h245(h245.CloseLogicalChannel(TX_VIDEO))
+                    if self.video_source is not None and self.result.video_remote_rtp is not None \
+                            and not self.video_closed:
+                        next_video = now if next_video is None else next_video
+                        if now >= next_video:
+                            self._send_video()
+                            next_video = max(next_video + 1 / self.video_source.fps, now - 0.1)
                     if release_at is not None and now >= release_at:
                         self._release("undefinedReason", "caller")
                         # Wait a moment for the callee's endSessionCommand/ReleaseComplete.
@@ -450,7 +588,7 @@ class H323Caller:
                 wait = 0.005 if next_rtp is not None else 0.05
                 socks = [s for s in (self.sig.sock if self.sig.open else None,
                                      self.h245_conn.sock if self.h245_conn and self.h245_conn.open else None,
-                                     self.rtp, self.h245_listener) if s is not None]
+                                     self.rtp, self.h245_listener, self.video_rtp) if s is not None]
                 readable, _, _ = select.select(socks, [], [], wait)
                 self._read(readable)
             else:
@@ -460,7 +598,7 @@ class H323Caller:
             self.result.error = f"{type(exc).__name__}: {exc}"
         finally:
             for s in (self.sig.sock if self.sig else None, self.h245_conn.sock if self.h245_conn else None,
-                      self.rtp, self.rtcp, self.h245_listener):
+                      self.rtp, self.rtcp, self.h245_listener, self.video_rtp, self.video_rtcp):
                 if s is not None:
                     s.close()
         return self.result
@@ -469,6 +607,8 @@ class H323Caller:
         for s in readable:
             if s is self.rtp:
                 self._receive_rtp()
+            elif self.video_rtp is not None and s is self.video_rtp:
+                self._receive_video()
             elif self.h245_listener is not None and s is self.h245_listener:
                 self._accept_h245()
             elif self.sig is not None and s is self.sig.sock:
@@ -491,7 +631,7 @@ class H323Caller:
     def _drain(self, until: float) -> None:
         while time.monotonic() < until and self.sig is not None and self.sig.open:
             socks = [s for s in (self.sig.sock, self.h245_conn.sock if self.h245_conn and self.h245_conn.open else None,
-                                 self.rtp) if s is not None]
+                                 self.rtp, self.video_rtp) if s is not None]
             readable, _, _ = select.select(socks, [], [], 0.05)
             self._read(readable)
 

@@ -22,10 +22,17 @@ Everything stays on the loopback interface.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import struct
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.support.gateway_process import GatewayProcess
+    from tests.support.pjsua import PjsuaResult
 
 GATEWAY_SIDE = "127.0.0.2"
 CALLER_SIDE = "127.0.0.3"
@@ -178,3 +185,37 @@ class SipRewriter:
     def close(self) -> None:
         if self._t is not None:
             self._t.close()
+
+
+@dataclass
+class RelayedCall:
+    """A running pjsua2 call through a relay: ``result`` resolves when the call ends;
+    ``answered`` is the gateway's ``call.answered`` event."""
+
+    result: asyncio.Future[PjsuaResult]
+    answered: dict[str, Any]
+
+
+@contextlib.asynccontextmanager
+async def pjsua_call_through(relay: ImpairmentRelay, gw: GatewayProcess, meeting: str, wav: Path, *,
+                             seconds: float) -> AsyncIterator[RelayedCall]:
+    """A pjsua2 caller (PCMU, looping ``wav``) into ``meeting``, its RTP through ``relay`` and its
+    SIP through a :class:`SipRewriter`; entered once the gateway answered. The relay and the
+    rewriter close on exit; the caller hangs up by itself after ``seconds``."""
+    from tests.support.pjsua import run_pjsua_call
+
+    loop = asyncio.get_running_loop()
+    await relay.start()
+    sip = SipRewriter(gw.sip_port)
+    sip_port = await sip.start()
+    try:
+        result = loop.run_in_executor(None, lambda: run_pjsua_call(
+            f"sip:{meeting}@{HOST}:{sip_port}", codec="PCMU", play_wav=wav, rtp_port=relay.caller_port,
+            seconds=seconds, timeout=seconds + 30))
+        answered = await loop.run_in_executor(None, lambda: gw.wait_for_event(
+            "call.answered", timeout=30, meeting=meeting))
+        yield RelayedCall(result, answered)
+    finally:
+        relay.close()
+        sip.close()
+    assert sip.rewritten >= 1, "the caller's offer never passed the SIP rewriter"

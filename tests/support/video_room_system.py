@@ -10,10 +10,12 @@ forcing the next picture to be an IDR, as a real room system does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
@@ -37,6 +39,20 @@ from sip.info import InfoBodyError, KeyframeRequest, classify, content_type
 VIDEO_CLOCK = 90_000
 
 
+def x264_encoder(width: int, height: int, fps: int, *, gop: int, **options: str) -> Any:
+    """A libx264 encoder (PyAV) as a room system runs one: yuv420p, the RTP video clock as
+    time base, Baseline, zero latency (no B-frames, no lookahead); ``options`` add to or
+    override the x264 options (``preset``, ``maxrate``, ...)."""
+    codec = av.CodecContext.create("libx264", "w")
+    codec.width, codec.height = width, height
+    codec.pix_fmt = "yuv420p"
+    codec.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+    codec.framerate = fractions.Fraction(fps, 1)
+    codec.gop_size = gop
+    codec.options = {"tune": "zerolatency", "profile": "baseline", **options}
+    return codec
+
+
 class H264PictureSource:
     """Encodes a solid ``rgb`` picture (small, Baseline, zero-latency: one packet per frame).
 
@@ -48,14 +64,7 @@ class H264PictureSource:
         self.fps = fps
         self._image = np.zeros((height, width, 3), dtype=np.uint8)
         self._image[:, :] = rgb
-        codec = av.CodecContext.create("libx264", "w")
-        codec.width, codec.height = width, height
-        codec.pix_fmt = "yuv420p"
-        codec.time_base = fractions.Fraction(1, VIDEO_CLOCK)
-        codec.framerate = fractions.Fraction(fps, 1)
-        codec.gop_size = gop
-        codec.options = {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline"}
-        self._codec = codec
+        self._codec = x264_encoder(width, height, fps, gop=gop, preset="ultrafast")
         self._count = 0
         self._force_keyframe = False
         self.keyframes = 0
@@ -320,3 +329,61 @@ def colour_of(units: list[AccessUnit]) -> tuple[int, int, int] | None:
         return None
     frames = decode_units([u.annexb() for u in units[start:]])
     return mean_rgb(frames[-1]) if frames else None
+
+
+# -- a room system's whole call: SIP (the test UAC), G.711 audio and H.264 video ------------------
+
+ROOM_HOST = "127.0.0.1"
+
+
+@dataclass
+class RoomSystemCall:
+    """A running call of a test room system: its UAC, audio, video endpoint and dialog."""
+
+    uac: Any
+    audio: Any
+    audio_port: int
+    room: RoomVideoEndpoint
+    call: Any
+
+    @property
+    def video_target(self) -> tuple[str, int]:
+        """Where the gateway wants the room system's video (the answer's video line)."""
+        video_m = self.call.answer_sdp.media[1]
+        return (video_m.connection_address or ROOM_HOST, video_m.port)
+
+
+
+@contextlib.asynccontextmanager
+async def room_system_call(
+    sip_uri: str, *, colour: tuple[int, int, int], tone: dict[str, Any] | None = None,
+    offer: Callable[[int, int], str] | None = None, start_video: bool = True, **video_lines: Any,
+) -> AsyncIterator[RoomSystemCall]:
+    """Call ``sip_uri`` as a room system showing ``colour`` with a G.711 tone (``tone``:
+    :class:`bench.callmedia.CallAudio` settings) and H.264 video; ``offer(audio_port,
+    video_port)`` builds the SDP (default: audio plus :func:`video_offer_lines` with
+    ``video_lines``). Audio starts once answered, video too unless ``start_video`` is False
+    (then ``room.start(call.video_target)`` when the test wants it). Everything stops on exit."""
+    from bench.callmedia import CallAudio
+    from tests.support.sip_uac import SipUac, offer_sdp
+
+    uac = await SipUac.create(local_host=ROOM_HOST)
+    audio, audio_port = await CallAudio.bind(ROOM_HOST, **(tone or {"tone_hz": 1000.0, "burst_ms": 600,
+                                                                     "period_ms": 1000}))
+    room = await RoomVideoEndpoint.bind(ROOM_HOST, H264PictureSource(colour))
+    try:
+        sdp = (offer(audio_port, room.rtp_port) if offer is not None else
+               offer_sdp(ROOM_HOST, audio_port) + "\r\n".join(
+                   video_offer_lines(ROOM_HOST, room.rtp_port, **video_lines)) + "\r\n")
+        call = await uac.invite(sip_uri, sdp, timeout=20)
+        call.on_request = room.on_sip_request  # SIP INFO picture_fast_update (RFC 5168) is honoured
+        audio_m = call.answer_sdp.media[0]
+        audio.start((audio_m.connection_address or ROOM_HOST, audio_m.port))
+        running = RoomSystemCall(uac, audio, audio_port, room, call)
+        if start_video:
+            room.start(running.video_target)
+        yield running
+    finally:
+        await room.stop()
+        await audio.stop()
+        await uac.close()

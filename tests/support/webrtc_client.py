@@ -235,6 +235,7 @@ class Subscriber:
         try:
             while True:
                 frame = await track.recv()
+                assert isinstance(frame, av.AudioFrame)  # a remote audio track yields decoded frames
                 for out in resampler.resample(frame):
                     self.chunks.append(out.to_ndarray().reshape(-1).copy())
         except MediaStreamError:
@@ -244,6 +245,7 @@ class Subscriber:
         try:
             while True:
                 frame = await track.recv()
+                assert isinstance(frame, av.VideoFrame)  # a remote video track yields decoded frames
                 self.video_count += 1
                 self.video_frames.append(frame)
                 del self.video_frames[:-self.keep_video]

@@ -7,6 +7,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,16 +15,22 @@ from hypothesis import strategies as st
 from bridge.codecs import AUDIO_CODECS
 from bridge.dtmf_sender import DtmfSender
 from bridge.fastpath import (
+    G711_TRANSLATION,
     CoreToLegacy,
+    LawFollower,
     LegacyToCore,
     RtpRewriter,
     SendSuspended,
+    quiet_idle_sender,
     run_to_completion,
     seq_newer,
 )
 from bridge.jitter import JitterBuffer
 from bridge.legacy_leg import LegCounters, RtpInbound
 from bridge.rtp import RtpPacket, TelephoneEvent
+from bridge.session import fast_path_rtp
+from bridge.stats import call_stats
+from tests.support.audio import assert_tone, tone
 
 SEQ = 1 << 16
 PCMU_DECODER = AUDIO_CODECS["PCMU"].decoder()
@@ -251,3 +258,195 @@ def test_the_legacy_leg_hands_accepted_audio_to_the_relay_and_keeps_dtmf_and_che
     assert [p.sequence_number for p in relayed] == [0, 1, 2]
     assert digits == ["7"] and jitter.queued == 0 and jitter.counters.buffered == 0
     assert counters.packets_in == 4 and counters.dropped_wrong_source == 1
+
+
+# -- PCMU <-> PCMA after a re-INVITE: the law translated per packet ------------------------------
+#
+# The reference is written from ITU-T G.711 itself (tables 1a/1b, 2a/2b: sign, 3-bit segment,
+# 4-bit step; even bits of A-law inverted, all bits of mu-law), independent of bridge.codecs,
+# and checked against audioop (CPython's C implementation, still present in 3.11).
+
+
+def _alaw_decode(code: int) -> int:
+    a = code ^ 0x55
+    seg, step = (a >> 4) & 7, a & 0x0F
+    mag = (step << 4) + 8 if seg == 0 else ((step << 4) + 0x108) << (seg - 1)
+    return mag if a & 0x80 else -mag
+
+
+def _ulaw_decode(code: int) -> int:
+    u = ~code & 0xFF
+    mag = (((u & 0x0F) << 3) + 0x84) << ((u >> 4) & 7)
+    return 0x84 - mag if u & 0x80 else mag - 0x84
+
+
+def _alaw_encode(pcm: int) -> int:
+    pcm >>= 3  # 13-bit
+    mask = 0xD5 if pcm >= 0 else 0x55
+    if pcm < 0:
+        pcm = -pcm - 1
+    seg = next((i for i, end in enumerate((0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF))
+                if pcm <= end), 8)
+    if seg == 8:
+        return 0x7F ^ mask
+    return ((seg << 4) | ((pcm >> (1 if seg < 2 else seg)) & 0x0F)) ^ mask
+
+
+def _ulaw_encode(pcm: int) -> int:
+    pcm >>= 2  # 14-bit
+    mask = 0xFF if pcm >= 0 else 0x7F
+    pcm = min(abs(pcm), 8159) + (0x84 >> 2)
+    seg = next((i for i, end in enumerate((0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF))
+                if pcm <= end), 8)
+    if seg == 8:
+        return 0x7F ^ mask
+    return ((seg << 4) | ((pcm >> (seg + 1)) & 0x0F)) ^ mask
+
+
+def test_the_law_tables_match_g711_and_audioop_on_all_256_codes() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop
+    every = bytes(range(256))
+    u2a, a2u = G711_TRANSLATION[("PCMU", "PCMA")], G711_TRANSLATION[("PCMA", "PCMU")]
+    assert len(u2a) == len(a2u) == 256
+    assert u2a == bytes(_alaw_encode(_ulaw_decode(c)) for c in every)
+    assert a2u == bytes(_ulaw_encode(_alaw_decode(c)) for c in every)
+    assert u2a == audioop.lin2alaw(audioop.ulaw2lin(every, 2), 2)
+    assert a2u == audioop.lin2ulaw(audioop.alaw2lin(every, 2), 2)
+    for code in every:  # the sign survives and the value moves by less than one target step
+        for table, decode, decode_out in ((u2a, _ulaw_decode, _alaw_decode),
+                                          (a2u, _alaw_decode, _ulaw_decode)):
+            before, after = decode(code), decode_out(table[code])
+            assert (before >= 0) == (after >= 0) or abs(before) <= 8
+            assert abs(after - before) <= max(16, abs(before) // 16 + 16)
+
+
+def test_a_mid_call_law_switch_is_translated_both_ways_and_back() -> None:
+    """The core answered PCMU; the leg moves to PCMA (a re-INVITE) and back: each relay
+    translates only while the laws differ, and a tone survives it (FFT)."""
+    pcmu, pcma = AUDIO_CODECS["PCMU"], AUDIO_CODECS["PCMA"]
+    leg = _Leg()
+    leg.codec = pcmu  # type: ignore[attr-defined]
+    transport = _DtlsTransport()
+    to_core = LegacyToCore(_WhipSender(transport), payload_type=0, core_codec="PCMU",
+                           legacy_codec=lambda: leg.codec.name)  # type: ignore[attr-defined]
+    to_legacy = CoreToLegacy(leg, core_payload_type=0, core_codec="PCMU")
+    pcm = tone(1000, 1.0, rate=8000, amplitude=0.3)
+    frames = [pcm[i * 160:(i + 1) * 160] for i in range(50)]
+    for i, frame in enumerate(frames):
+        if i == 10:
+            leg.codec = pcma  # type: ignore[attr-defined]
+        if i == 40:
+            leg.codec = pcmu  # type: ignore[attr-defined]
+        law = leg.codec  # type: ignore[attr-defined]
+        to_core(RtpPacket(payload_type=law.payload_type, sequence_number=i, timestamp=160 * i, ssrc=7,
+                          payload=law.encoder().encode(frame)))
+        to_legacy(_CorePacket(sequence_number=i, timestamp=160 * i, payload=pcmu.encoder().encode(frame)))
+    at_core = np.concatenate([pcmu.decoder().decode(RtpPacket.parse(d).payload) for d in transport.sent])
+    at_leg = [RtpPacket.parse(d).payload for d in leg.sent]
+    heard = np.concatenate([(pcma if 10 <= i < 40 else pcmu).decoder().decode(p) for i, p in enumerate(at_leg)])
+    for name, samples in (("core", at_core), ("legacy", heard)):
+        spectrum = assert_tone(samples, 8000, 1000, min_dbfs=-16, skip_seconds=0)
+        error = np.abs(samples.astype(int) - pcm.astype(int))
+        snr = 10 * np.log10(np.mean(pcm.astype(float) ** 2) / np.mean(error.astype(float) ** 2))
+        print(f"{name} hears {spectrum.peak_hz:.0f} Hz at {spectrum.rms_dbfs:.1f} dBFS, "
+              f"max error {error.max()}, SNR {snr:.1f} dB")
+        # G.711 keeps ~38 dB SNR for a -13 dBFS tone; one extra law conversion costs a few dB,
+        # an untranslated payload (one law read as the other) is noise.
+        assert snr > 30
+    assert to_core.law is not None and to_legacy.law is not None
+    assert to_core.law.transcoded == to_legacy.law.transcoded == 30
+
+
+def test_without_codecs_the_relays_copy_payloads_unchanged() -> None:
+    follower = LawFollower("PCMA", lambda: "PCMA", direction="to_core")
+    assert follower(b"\x01\x02") == b"\x01\x02" and follower.transcoded == 0
+    assert CoreToLegacy(_Leg(), core_payload_type=0).law is None
+
+
+class _SenderTransport(_DtlsTransport):
+    """What a track-less aiortc ``RTCRtpSender`` needs of its DTLS transport."""
+
+    state = "connected"
+
+    def _register_rtp_sender(self, sender: Any, parameters: Any) -> None:
+        del sender, parameters
+
+    def _unregister_rtp_sender(self, sender: Any) -> None:
+        del sender
+
+
+async def _quiet_sender_run(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, _SenderTransport, bool]:
+    from aiortc import RTCRtpSender, rtcrtpsender
+    from aiortc.rtcrtpparameters import (
+        RTCRtcpParameters,
+        RTCRtpCodecParameters,
+        RTCRtpSendParameters,
+    )
+
+    monkeypatch.setattr(rtcrtpsender.random, "random", lambda: 0.0)  # SR every 0.5 s, not 0.5-1.5
+    transport = _SenderTransport()
+    sender: Any = RTCRtpSender("audio", transport)  # type: ignore[arg-type]  # a stand-in transport
+    quieted = quiet_idle_sender(sender)
+    pcmu = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, payloadType=0)
+    await sender.send(RTCRtpSendParameters(codecs=[pcmu], rtcp=RTCRtcpParameters(cname="gw")))
+    await asyncio.sleep(0.6)
+    rtp_task = sender._RTCRtpSender__rtp_task
+    assert rtp_task.done() and not rtp_task.cancelled()  # ran once, returned: no 20 ms loop left
+    await asyncio.wait_for(sender.stop(), 5)  # a guard against a hang, not a timing claim
+    return sender, transport, quieted
+
+
+def test_a_quiet_idle_sender_still_sends_rtcp_and_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    sender, transport, quieted = asyncio.run(_quiet_sender_run(monkeypatch))
+    assert quieted
+    kinds = [d[1] for d in transport.sent]  # second byte of each compound: the RTCP packet type
+    assert kinds.count(200) >= 1  # the SR (RFC 3550 6.4.1), what the core's RRs answer
+    assert kinds[-1] == 203  # stop() still ends with aiortc's RTCP BYE
+    sr = next(d for d in transport.sent if d[1] == 200)
+    assert int.from_bytes(sr[4:8]) == sender._ssrc  # on the SSRC our relayed packets carry
+    assert all(200 <= d[1] <= 206 for d in transport.sent)  # RTCP only: no RTP of its own
+
+
+def test_an_aiortc_without_the_private_events_keeps_its_idle_loop() -> None:
+    class _Other:
+        async def _run_rtp(self, codec: Any) -> None:
+            del codec
+
+    other = _Other()
+    original = other._run_rtp
+    assert quiet_idle_sender(other) is False
+    assert other._run_rtp == original
+
+
+def _sized(seq: int, size: int) -> RtpPacket:
+    return RtpPacket(payload_type=0, sequence_number=seq, timestamp=160 * seq, ssrc=7, payload=b"\xff" * size)
+
+
+def test_the_relays_counts_become_the_webrtc_legs_packets_and_bytes() -> None:
+    to_core = LegacyToCore(_WhipSender(_DtlsTransport()), payload_type=0,
+                           rewriter=RtpRewriter(next_sequence=1, next_timestamp=1))
+    for seq, size in ((1, 160), (2, 80), (2, 80)):  # the duplicate is dropped, not sent
+        to_core(_sized(seq, size))
+    broken = LegacyToCore(_WhipSender(_DtlsTransport(connected=False)), payload_type=0)
+    broken(_sized(1, 160))  # a send that failed is not counted as sent
+    to_legacy = CoreToLegacy(_Leg(), core_payload_type=0)
+    stream = _core_stream(4)
+    for p in stream:
+        to_legacy(p)
+    # The core's receiver reports, from the WHIP side's getStats (a cached summary).
+    polled: dict[str, Any] = {"inbound": {}, "outbound": {"packets": 0, "bytes": 0, "lost": 1,
+                                                          "loss_fraction": 0.01, "jitter_ms": 2.5},
+                              "rtt_ms": 0.4}
+
+    rtp = fast_path_rtp(polled, to_core, to_legacy, "PCMU")
+    webrtc = call_stats({"webrtc": {"encryption": "dtls-srtp", "rtp": rtp}}).webrtc
+
+    assert (webrtc.outbound.packets, webrtc.outbound.bytes) == (2, 240)
+    assert (webrtc.inbound.packets, webrtc.inbound.bytes) == (4, sum(len(p.payload) for p in stream))
+    assert (webrtc.outbound.lost, webrtc.outbound.jitter_ms, webrtc.rtt_ms) == (1, 2.5, 0.4)
+    assert webrtc.codec == "PCMU"
+    assert fast_path_rtp(polled, broken, None, "PCMA")["outbound"]["packets"] == 0

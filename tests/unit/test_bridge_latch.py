@@ -5,7 +5,12 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.codecs import PCMU
 from bridge.latch import SourceLatch, normalise_ip, same_ip
+from bridge.legacy_leg import LegacyAudioLeg
+from bridge.ports import PortAllocator
+from bridge.rtp import RtpPacket
+from bridge.video_leg import LegacyVideoLeg, VideoLegParams
 
 SDP = ("192.0.2.10", 40000)
 
@@ -70,3 +75,137 @@ def test_once_latched_only_that_address_is_accepted_until_retargeted(
             assert ok == (addr == first) and latch.accepts_rtcp(addr) == (addr[0] == first[0])
         assert latch.latched == first
         assert latch.destination(SDP) == (first or SDP)
+
+
+# -- re-targets: strict to the new address:port for a peer that proved symmetric ----------------
+
+NEW = (SDP[0], 40100)
+OLD_RTCP = (SDP[0], SDP[1] + 1)
+
+
+def _symmetric_then_moved(new: tuple[str, int] = NEW) -> SourceLatch:
+    latch = SourceLatch(SDP[0], any_source=False, leg="legacy", remote_port=SDP[1])
+    latch.latch(SDP, authenticated=False)  # sent from exactly the port its SDP named: no NAT
+    assert latch.symmetric is True
+    latch.retarget(new[0], new[1])
+    return latch
+
+
+def test_a_symmetric_peer_moved_by_a_reoffer_latches_only_from_the_new_port() -> None:
+    latch = _symmetric_then_moved()
+    assert latch.strict and latch.latched is None
+    assert not latch.accepts(SDP)  # the late packet from the old port
+    assert not latch.accepts((SDP[0], 5555)) and not latch.accepts(("203.0.113.9", NEW[1]))
+    assert latch.accepts(NEW) and latch.destination(NEW) == NEW
+    assert latch.accepts_rtcp(OLD_RTCP)  # RTCP never latches: the IP rule, as before
+    latch.latch(NEW, authenticated=False)
+    assert latch.latched == NEW and not latch.strict and latch.symmetric is True
+    assert not latch.accepts(SDP)
+
+
+def test_a_peer_behind_nat_keeps_any_port_from_the_new_address() -> None:
+    latch = SourceLatch(SDP[0], any_source=False, leg="legacy", remote_port=SDP[1])
+    latch.latch((SDP[0], 61000), authenticated=False)  # a NAT rewrote the port
+    assert latch.symmetric is False
+    latch.retarget(NEW[0], NEW[1])
+    assert not latch.strict and latch.accepts((SDP[0], 61000)) and latch.accepts((SDP[0], 62000))
+
+
+def test_no_strictness_without_evidence_a_known_port_srtp_or_a_move() -> None:
+    never_latched = SourceLatch(SDP[0], any_source=False, leg="legacy", remote_port=SDP[1])
+    never_latched.retarget(NEW[0], NEW[1])
+    assert not never_latched.strict and never_latched.accepts(SDP)
+    unknown_port = SourceLatch(SDP[0], any_source=False, leg="video")
+    unknown_port.latch(SDP, authenticated=False)
+    unknown_port.retarget(NEW[0], NEW[1])
+    assert unknown_port.symmetric is None and not unknown_port.strict and unknown_port.accepts(SDP)
+    srtp = SourceLatch(SDP[0], any_source=True, leg="legacy", remote_port=SDP[1])
+    srtp.latch(SDP, authenticated=True)
+    srtp.retarget(NEW[0], NEW[1])
+    assert not srtp.strict and srtp.accepts(SDP)
+    same_place = SourceLatch(SDP[0], any_source=False, leg="legacy", remote_port=SDP[1])
+    same_place.latch(SDP, authenticated=False)
+    same_place.retarget(SDP[0], SDP[1])  # a hold/resume or new keys: nothing moved
+    assert not same_place.strict and same_place.accepts((SDP[0], 5555))
+
+
+def test_two_reoffers_before_the_first_packet_stay_strict_and_srtp_lifts_it() -> None:
+    latch = _symmetric_then_moved()
+    latch.retarget(SDP[0], 40200)
+    assert latch.strict and not latch.accepts(NEW) and latch.accepts((SDP[0], 40200))
+    latch.retarget(any_source=True)  # an SDES re-key: authentication decides from now on
+    assert not latch.strict and latch.accepts(("203.0.113.9", 1))
+
+
+_SENDERS = st.sampled_from([SDP, NEW, (SDP[0], 5555), ("203.0.113.9", NEW[1])])
+
+
+@settings(max_examples=300)
+@given(st.lists(_SENDERS, max_size=40))
+def test_after_a_move_only_the_new_address_port_ever_latches(senders: list[tuple[str, int]]) -> None:
+    """Any interleaving of late old-port packets, the new stream and strangers after the
+    re-target of a symmetric peer: the latch is taken by the new address:port and nothing else,
+    and every other packet is refused (the leg counts it as ``wrong_source``)."""
+    latch = _symmetric_then_moved()
+    refused = 0
+    for addr in senders:
+        if latch.accepts(addr):
+            assert addr == NEW
+            latch.latch(addr, authenticated=False)
+        else:
+            refused += 1
+    assert refused == sum(1 for a in senders if a != NEW)
+    assert latch.latched == (NEW if NEW in senders else None)
+
+
+# -- the legs: a late packet from the old port after a re-INVITE is a wrong_source drop ---------
+
+
+class _FakeSocket:
+    def close(self) -> None:
+        pass
+
+
+def _ports() -> PortAllocator:
+    return PortAllocator(20100, 20110, address="127.0.0.1",
+                         bind=lambda _a, _p: _FakeSocket())  # type: ignore[arg-type,return-value]
+
+
+def _audio(seq: int) -> bytes:
+    return bytes(RtpPacket(0, seq, seq * 160, 0x5EED, b"\xff" * 160))
+
+
+def test_audio_leg_reinvite_refuses_the_old_port_until_the_new_one_latches() -> None:
+    leg = LegacyAudioLeg(lease=_ports().allocate(), codec=PCMU, payload_type=0, remote_address=SDP[0],
+                         remote_port=SDP[1])
+    try:
+        leg.inbound.receive(_audio(1), SDP)
+        assert leg.inbound.latched == SDP
+        leg.renegotiate(codec=PCMU, payload_type=0, remote_address=NEW[0], remote_port=NEW[1],
+                        telephone_event_pt=None, srtp=None, sending=True)
+        leg.inbound.receive(_audio(2), SDP)  # in flight when the peer switched
+        leg.inbound.receive(_audio(3), SDP)
+        assert leg.inbound.latched is None and leg.counters.dropped_wrong_source == 2
+        leg.inbound.receive(_audio(1000), NEW)
+        leg.inbound.receive(_audio(4), SDP)
+        assert leg.inbound.latched == NEW and leg.destination == NEW
+        assert leg.counters.dropped_wrong_source == 3 and leg.counters.packets_in == 2
+    finally:
+        leg.close()
+
+
+def test_video_leg_reoffer_refuses_the_old_port_until_the_new_one_latches() -> None:
+    leg = LegacyVideoLeg(lease=_ports().allocate(),
+                         params=VideoLegParams(payload_type=96, remote_address=SDP[0], remote_port=SDP[1]))
+    # A single-NAL IDR slice (type 5): enough to be accepted and latch.
+    idr = bytes(RtpPacket(96, 1, 0, 0xF1DE0, b"\x65\x88\x80", marker=True))
+    try:
+        leg.inbound.receive(idr, SDP)
+        assert leg.inbound.latched == SDP
+        leg.renegotiate(remote_address=NEW[0], remote_port=NEW[1], sending=True)
+        leg.inbound.receive(idr, SDP)
+        assert leg.inbound.latched is None and leg.counters.dropped_wrong_source == 1
+        leg.inbound.receive(idr, NEW)
+        assert leg.inbound.latched == NEW
+    finally:
+        leg.close()

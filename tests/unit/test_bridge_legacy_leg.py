@@ -158,3 +158,33 @@ def test_latch_any_source_takes_the_first_accepted_packet_from_any_ip() -> None:
 def test_plain_rtp_does_not_latch_any_source_by_default() -> None:
     rx, _, _ = make_inbound()
     assert rx.latch_any_source is False
+
+
+def test_a_leg_closed_while_it_starts_never_comes_up_and_frees_its_ports() -> None:
+    """The caller hangs up while the leg attaches its sockets (seen under load as EBADF and
+    "File descriptor N is used by transport" on another call's connection): the leg ends
+    closed, registers no dead descriptor, sends nothing, and its ports are free again."""
+    import asyncio
+
+    from bridge.codecs import PCMU
+    from bridge.legacy_leg import LegacyAudioLeg
+    from bridge.ports import PortAllocator
+
+    errors: list[dict[str, object]] = []
+
+    async def scenario() -> tuple[LegacyAudioLeg, PortAllocator]:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        allocator = PortAllocator(41000, 41999, address="127.0.0.1")
+        leg = LegacyAudioLeg(lease=allocator.allocate(), codec=PCMU, payload_type=0,
+                             remote_address="127.0.0.1", remote_port=9)
+        starting = asyncio.ensure_future(leg.start())
+        await asyncio.sleep(0)  # the attach is under way
+        leg.close()
+        await starting
+        await asyncio.sleep(0.05)
+        return leg, allocator
+
+    leg, allocator = asyncio.run(scenario())
+    assert errors == []
+    assert not leg.started and leg.counters.packets_out == 0
+    assert allocator.in_use == 0 and leg.lease.rtp_socket.fileno() == -1

@@ -3,6 +3,7 @@ reuses released ports last. Sockets are faked: the binder records what would be 
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from typing import Any
 
@@ -95,3 +96,75 @@ def test_range_parsing_and_validation() -> None:
     for low, high in ((30000, 20000), (0, 10), (20000, 20000), (20001, 20002), (60000, 70000)):
         with pytest.raises(ValueError):
             PortAllocator(low, high, address="127.0.0.1", bind=FakeBinder())
+
+
+# -- a release while the sockets are being attached to the loop (real sockets, real loop) -------
+
+class _Counting(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.made = self.lost = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.made += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost += 1
+
+
+@pytest.mark.parametrize("release_after_steps", [0, 1, 2, 3])
+def test_a_release_during_attach_waits_for_it_then_closes_everything(release_after_steps: int) -> None:
+    """The caller hangs up while its leg starts: wherever the release lands (before the attach
+    ran, between its steps), no descriptor is registered after it was closed (no loop error),
+    every transport made ends, the sockets close and the pair goes back to the allocator."""
+    errors: list[dict[str, Any]] = []
+
+    async def scenario() -> tuple[Any, list[_Counting], PortAllocator, Any]:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        allocator = PortAllocator(40000, 40999, address="127.0.0.1")
+        lease = allocator.allocate()
+        protocols = [_Counting(), _Counting()]
+        attach = asyncio.ensure_future(lease.attach(lambda: protocols[0], lambda: protocols[1]))
+        for _ in range(release_after_steps):
+            await asyncio.sleep(0)
+        lease.release()
+        result = await attach
+        for _ in range(5):
+            await asyncio.sleep(0)  # let connection_lost run
+        return result, protocols, allocator, lease
+
+    result, protocols, allocator, lease = asyncio.run(scenario())
+    assert errors == []
+    assert result is None
+    assert [p.lost for p in protocols] == [p.made for p in protocols]  # every transport made ended
+    assert lease.rtp_socket.fileno() == -1 and lease.rtcp_socket.fileno() == -1
+    assert allocator.in_use == 0
+
+
+def test_attach_then_release_is_the_plain_case() -> None:
+    async def scenario() -> tuple[Any, PortAllocator, Any]:
+        allocator = PortAllocator(40000, 40999, address="127.0.0.1")
+        lease = allocator.allocate()
+        pair = await lease.attach(asyncio.DatagramProtocol, asyncio.DatagramProtocol)
+        assert pair is not None and allocator.in_use == 1
+        for transport in pair:
+            transport.close()
+        lease.release()
+        lease.release()  # idempotent
+        return pair, allocator, lease
+
+    _, allocator, lease = asyncio.run(scenario())
+    assert allocator.in_use == 0 and lease.rtp_socket.fileno() == -1
+
+
+def test_a_receive_buffer_is_granted_up_to_the_kernel_cap() -> None:
+    """Linux grants min(request, net.core.rmem_max) and reports it doubled (socket(7))."""
+    from pathlib import Path
+
+    allocator = PortAllocator(40000, 40999, address="127.0.0.1")
+    lease = allocator.allocate()
+    try:
+        cap = int(Path("/proc/sys/net/core/rmem_max").read_text())
+        request = 1024 * 1024
+        assert lease.set_receive_buffer(request) == 2 * min(request, cap)
+    finally:
+        lease.release()

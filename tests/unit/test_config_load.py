@@ -190,5 +190,5 @@ def test_policy_must_be_text(tmp_path: Path) -> None:
 
 
 def test_model_is_the_documented_shape() -> None:
-    assert list(GatewayConfig.model_fields) == ["sip", "http", "media", "webrtc", "core", "policy", "log",
+    assert list(GatewayConfig.model_fields) == ["sip", "http", "media", "webrtc", "core", "policy", "log", "runtime",
                                                "control", "metrics", "h323"]

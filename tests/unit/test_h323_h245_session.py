@@ -18,24 +18,10 @@ from h323.h245_session import (
     SessionEnded,
     master_slave_decision,
 )
+from tests.support.h245_driver import events, feed, sent
 
 LOCAL = ("127.0.0.1", 30000)
 PEER_RTP = ("127.0.0.1", 40000)
-
-
-def sent(s: H245Session) -> list[object]:
-    return [m.typed() for pdu in s.pdus_to_send() for m in h245.decode_all(pdu)]
-
-
-def events(s: H245Session) -> list[object]:
-    out = []
-    while (e := s.next_event()) is not None:
-        out.append(e)
-    return out
-
-
-def feed(s: H245Session, now: float, *msgs: object) -> None:
-    s.receive_pdu(b"".join(h245.encode(m) for m in msgs), now)
 
 
 @pytest.mark.parametrize(("local", "remote", "expected"), [
