@@ -42,9 +42,9 @@ from bench.rtpload import (
     stream_ssrc,
 )
 
-BRIDGE_NOTE = ("bridge passthrough: adapter in bench/ around bridge.legacy_leg.RtpInbound "
-               "(no passthrough path in bridge/ yet)")
-FASTPATH_NOTE = "prototype in bench/relays.py, not yet in bridge/"
+BRIDGE_NOTE = ("the receive path alone: an adapter in bench/ around bridge.legacy_leg.RtpInbound "
+               "with a passthrough decoder (the shipped fast path is bridge-fastpath)")
+FASTPATH_NOTE = "the lower bound: a lean inline relay in bench/relays.py (the same checks on raw bytes)"
 BRIDGE_FASTPATH_NOTE = ("bridge.fastpath.LegacyToCore behind RtpInbound; aiortc's DTLS transport "
                         "stood in by protect + sendto in a coroutine, as aiortc's _send_rtp does")
 
@@ -97,6 +97,8 @@ SYSTEMS: dict[str, SystemSpec] = {s.name: s for s in (
                FASTPATH_NOTE),
     SystemSpec("bridge-fastpath-asyncio", "bridge.fastpath relay (media.passthrough), asyncio", "python",
                "bridge-fastpath", "asyncio", BRIDGE_FASTPATH_NOTE),
+    SystemSpec("bridge-fastpath-uvloop", "bridge.fastpath relay (media.passthrough), uvloop "
+               "(the gateway's default loop)", "python", "bridge-fastpath", "uvloop", BRIDGE_FASTPATH_NOTE),
     SystemSpec("loopback", "no relay: generator -> sink (harness baseline)", "loopback"),
 )}
 #: ``python -m bench media --passthrough``: today's bridge receive path against the shipped

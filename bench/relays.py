@@ -19,8 +19,8 @@ Paths:
     The shipped fast path (``bridge.fastpath``, ``media.passthrough: auto``) toward the core:
     ``RtpInbound`` then ``LegacyToCore``, protect and send as aiortc's ``_send_rtp`` does.
 ``fastpath``
-    A prototype (here in bench/, not yet in bridge/) of the lean passthrough a bridge
-    leg could use: the same checks inline on the raw bytes (no dataclass, no payload
+    The lower bound for a Python passthrough (here in bench/ only): the same checks inline
+    on the raw bytes (no dataclass, no payload
     copy), SSRC/sequence/timestamp rewrite with ``struct.pack_into``, protect, send.
 """
 

@@ -73,8 +73,7 @@ import asyncio
 import os
 import struct
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 
@@ -142,9 +141,9 @@ def seq_newer(a: int, b: int) -> bool:
     return a != b and ((a - b) % _SEQ_MOD) < _SEQ_MOD // 2
 
 
-@dataclass(frozen=True, slots=True)
-class Rewritten:
-    """The outgoing header fields for one relayed packet."""
+class Rewritten(NamedTuple):
+    """The outgoing header fields for one relayed packet (a tuple: built once a packet, and a
+    frozen dataclass costs four times as much to build)."""
 
     sequence_number: int
     timestamp: int

@@ -248,11 +248,13 @@ class RtpInbound:
         if pt != self.payload_type and (self.telephone_event_pt is None or pt != self.telephone_event_pt):
             self._drop("wrong_pt")
             return None
+        seq, last_seq = packet.sequence_number, self._last_seq
         if packet.ssrc != self._ssrc:  # new stream (first packet, or the endpoint restarted it)
-            self._ssrc, self._last_seq = packet.ssrc, None
+            self._ssrc = packet.ssrc
+            self._last_seq = last_seq = None
             self.rx_stats = ReceiverStatistics(ssrc=packet.ssrc, clock_rate=self.clock_rate)
-        elif (self.jitter is None and self._last_seq is not None
-              and not seq_newer(packet.sequence_number, self._last_seq)):
+        newer = last_seq is None or seq_newer(seq, last_seq)
+        if not newer and self.jitter is None:
             self._drop("late")  # duplicate or reordered behind a newer one (no jitter buffer)
             return None
         if pt == self.payload_type and self.on_passthrough is not None:
@@ -279,17 +281,19 @@ class RtpInbound:
                 return None
             self.counters.dtmf_events = self._dtmf.events
             pcm = None
-        self.source.latch(addr, authenticated=self.srtp is not None)
+        if self.source.latched is None:
+            self.source.latch(addr, authenticated=self.srtp is not None)
         assert self.rx_stats is not None
-        self.rx_stats.update(packet.sequence_number, packet.timestamp, self._clock())
+        self.rx_stats.update(seq, packet.timestamp, self._clock())
+        counters = self.counters
         if self.jitter is not None:
-            self.counters.packets_lost = max(0, self.rx_stats.cumulative_lost)
-        elif self._last_seq is not None and seq_newer(packet.sequence_number, self._last_seq):
-            self.counters.packets_lost += ((packet.sequence_number - self._last_seq) & 0xFFFF) - 1
-        if self._last_seq is None or seq_newer(packet.sequence_number, self._last_seq):
-            self._last_seq = packet.sequence_number
-        self.counters.packets_in += 1
-        self.counters.bytes_in += len(data)
+            counters.packets_lost = max(0, self.rx_stats.cumulative_lost)
+        elif newer and last_seq is not None:
+            counters.packets_lost += ((seq - last_seq) & 0xFFFF) - 1
+        if newer:
+            self._last_seq = seq
+        counters.packets_in += 1
+        counters.bytes_in += len(data)
         return pcm
 
 

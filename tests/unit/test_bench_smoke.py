@@ -21,14 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def quick_result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("bench") / "quick.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "media", "--quick", "--systems", "py-asyncio,bridge-asyncio,loopback",
+        [sys.executable, "-m", "bench", "media", "--quick", "--systems", "py-asyncio,bridge-asyncio,bridge-fastpath-uvloop,loopback",
          "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     return json.loads(out.read_text()), proc.stdout
 
 
-@pytest.mark.parametrize("system", ["py-asyncio", "bridge-asyncio"])
+@pytest.mark.parametrize("system", ["py-asyncio", "bridge-asyncio", "bridge-fastpath-uvloop"])
 def test_every_packet_is_relayed_and_decrypts(quick_result: tuple[dict, str], system: str) -> None:
     result, _ = quick_result
     rep = result["systems"][system]["reps"][0]
@@ -49,7 +49,8 @@ def test_loopback_baseline_and_report(quick_result: tuple[dict, str]) -> None:
     assert rep["latency_p50_us"] > 0
     assert result["machine"]["nproc"] >= 1 and result["machine"]["kernel"]
     assert "| py-asyncio |" in table and "| bridge-asyncio |" in table
-    assert "not yet in bridge/" in table or "no passthrough path in bridge/" in table
+    assert "| bridge-fastpath-uvloop |" in table
+    assert "the shipped fast path is bridge-fastpath" in table  # each system's note under the table
 
 
 def test_bencode_round_trip() -> None:
