@@ -69,20 +69,32 @@ async def ramp_calls(rep: dict[str, Any], *, start: int, factor: float, top: int
                      alive: Callable[[], bool]) -> dict[str, Any]:
     """The ramp the calls and video benchmarks share: an even number of calls from ``start``
     (meetings of two), x``factor`` (at least +2) per step, until a step fails, the processes
-    under test die, or the next step would pass ``top``. ``step(n, meeting_base)`` runs one
-    step; each gets fresh meeting ids. Fills ``rep``'s "steps", "max_calls" and "at_ceiling"."""
+    under test die, or the next step would pass ``top``. When the very first step fails, the
+    ramp steps down instead (/``factor``, to 2 at least) until one passes, as the media ramp
+    does below 10k pps: "0 held at 10" would hide that 4 or 6 calls hold. ``step(n,
+    meeting_base)`` runs one step; each gets fresh meeting ids. Fills ``rep``'s "steps",
+    "max_calls" and "at_ceiling"."""
     rep.update(steps=[], max_calls=0, at_ceiling=False)
     n = start
+    descending = False
     while True:
-        n -= n % 2
+        n = max(2, n - n % 2)
         result = await step(n, meeting_base)
         meeting_base += 1000
         rep["steps"].append(result)
         log(f"  {n} calls: {describe(result)}"
             + (" ok" if result["passed"] else f" FAILED: {'; '.join(result['why_failed'])}"))
-        if not result["passed"] or not alive():
+        if not alive():
             break
+        if not result["passed"]:
+            if rep["max_calls"] or n <= 2:
+                break
+            descending = True  # the start already failed: look for what does hold below it
+            n = int(n / factor)
+            continue
         rep["max_calls"] = n
+        if descending:
+            break  # the largest passing step below a failed start
         following = max(n + 2, int(n * factor))
         if following > top:
             rep["at_ceiling"] = True
