@@ -224,17 +224,22 @@ class GatewayProcess:
         return events
 
     def logged(self, secret: str) -> bool:
-        """Whether ``secret`` (a PIN, a token) appears anywhere in the log except inside the
-        events' timestamps, where digits turn up by chance (``...51.874321Z`` holds "4321")."""
+        """Whether ``secret`` (a PIN, a token) appears in the log: anywhere in a line that is not
+        an event, and in an event's keys and string values except its timestamp.  Timestamps and
+        numbers are left out because digits turn up there by chance (``...51.874321Z`` holds
+        "4321", ``"shed_total": 1111`` holds "1111"); the gateway keeps PINs and tokens as strings,
+        so a leak would be a string."""
         for line in self.stderr_text().splitlines():
             try:
                 event = json.loads(line) if line.lstrip().startswith("{") else None
             except ValueError:
                 event = None
-            if isinstance(event, dict):
-                event.pop("timestamp", None)
-                line = json.dumps(event)
-            if secret in line:
+            if not isinstance(event, dict):
+                if secret in line:
+                    return True
+                continue
+            event.pop("timestamp", None)
+            if any(secret in text for text in _strings(event)):
                 return True
         return False
 
@@ -373,6 +378,19 @@ def start_gateway(workdir: Path | str, *, policy: Mapping[str, Any] | None = Non
         gw.stop()
         raise
     return gw
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every key and string value inside a decoded JSON value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 @contextlib.contextmanager
