@@ -15,7 +15,8 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
-from bench.callrig import Rig, start_rig
+from bench.callmedia import percentile
+from bench.callrig import Caller, Rig, start_rig
 
 
 class RigSettings(Protocol):
@@ -131,6 +132,21 @@ def load_figures(*, cpu0: dict[str, float], cpu1: dict[str, float], own_cpu_s: f
         "loadavg": os.getloadavg()[0],
         "rss_kib": rss_hold,
         "rss_kib_per_call": {k: round((rss_hold[k] - rss_idle[k]) / n_calls, 1) for k in cpu0},
+    }
+
+
+def setup_figures(callers: list[Caller], *, dropped: int, bye_errors: list[str], setup_elapsed: float,
+                  window: float) -> dict[str, Any]:
+    """The figures every step of the calls and video benchmarks gives about placing its calls
+    (two per meeting), keeping them and hanging up; :func:`setup_failures` reads them."""
+    failures = [c.error for c in callers if c.error]
+    setups = [c.setup_s * 1000 for c in callers if c.setup_s is not None]
+    return {
+        "calls": len(callers), "meetings": len(callers) // 2, "setup_failures": len(failures),
+        "setup_errors": sorted(set(failures))[:5], "dropped_during_hold": dropped,
+        "bye_errors": len(bye_errors), "setup_elapsed_s": round(setup_elapsed, 2),
+        "setup_ms_p50": percentile(setups, 50), "setup_ms_p99": percentile(setups, 99),
+        "window_s": round(window, 2),
     }
 
 

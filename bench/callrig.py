@@ -217,3 +217,10 @@ async def hang_up(caller: Caller, timeout: float = 10.0) -> str | None:
             error = f"BYE: {type(exc).__name__}: {exc}"
     await caller.audio.stop()
     return error
+
+
+async def hang_up_all(callers: list[Caller], pool: SourcePool) -> list[str]:
+    """Hang every call up at once, then close ``pool``'s callers; the errors of the BYEs that failed."""
+    errors = [e for e in await asyncio.gather(*(hang_up(c) for c in callers)) if e]
+    await pool.close()
+    return errors

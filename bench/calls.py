@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from bench.callmedia import pairs_figures, percentile
+from bench.callmedia import pairs_figures
 from bench.callreport import (
     aggregate_at_max,
     cell,
@@ -43,13 +43,14 @@ from bench.callreport import (
     ramp_calls,
     run_repetitions,
     setup_failures,
+    setup_figures,
     spread,
 )
 from bench.callrig import (
     Caller,
     Rig,
     SourcePool,
-    hang_up,
+    hang_up_all,
     place_call,
     rss_kib,
 )
@@ -128,20 +129,15 @@ async def run_step(rig: Rig, n_calls: int, hold: float, warmup: float, meeting_b
         rss_hold = {k: rss_kib(p) for k, p in pids.items()}
     finally:
         dropped = sum(1 for c in callers if c.call is not None and c.call.ended.done())
-        bye_errors = [e for e in await asyncio.gather(*(hang_up(c) for c in callers)) if e]
-        await pool.close()
-    failures = [c.error for c in callers if c.error]
+        bye_errors = await hang_up_all(callers, pool)
     audio = pairs_figures([(a.audio, b.audio) for a, b in zip(callers[0::2], callers[1::2], strict=False)
                            if a.call is not None and b.call is not None], (t0, t1))
-    setups = [c.setup_s * 1000 for c in callers if c.setup_s is not None]
     window = t1 - t0
     p99 = audio["latency_p99_ms"]
     step: dict[str, Any] = {
-        "calls": n_calls, "meetings": n_calls // 2, "setup_failures": len(failures),
-        "setup_errors": sorted(set(failures))[:5], "dropped_during_hold": dropped,
-        "bye_errors": len(bye_errors), "setup_elapsed_s": round(setup_elapsed, 2),
-        "setup_ms_p50": percentile(setups, 50), "setup_ms_p99": percentile(setups, 99),
-        "window_s": round(window, 2), **audio,
+        **setup_figures(callers, dropped=dropped, bye_errors=bye_errors, setup_elapsed=setup_elapsed,
+                        window=window),
+        **audio,
         "p99_above_idle_ms": (p99 - baseline_ms) if p99 is not None and baseline_ms is not None else None,
         **load_figures(cpu0=cpu0, cpu1=cpu1, own_cpu_s=own, window=window, n_calls=n_calls,
                        rss_hold=rss_hold, rss_idle=rss_idle),

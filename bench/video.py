@@ -34,9 +34,10 @@ from bench.callreport import (
     ramp_calls,
     run_repetitions,
     setup_failures,
+    setup_figures,
     spread,
 )
-from bench.callrig import Caller, Rig, SourcePool, hang_up, place_call, rss_kib
+from bench.callrig import Caller, Rig, SourcePool, hang_up_all, place_call, rss_kib
 from bench.rtpload import cpu_seconds
 from bench.videoload import ClipSource, Counters, VideoCaller, encode_clip
 from bench.videoproc import drops_between, thread_cpu, top_threads, udp_drops
@@ -215,20 +216,14 @@ async def run_step(rig: Rig, n_calls: int, meeting_base: int, settings: Settings
         dropped = sum(1 for c in calls if c.caller.call is not None and c.caller.call.ended.done())
         for c in calls:
             await c.video.stop()
-        bye_errors = [e for e in await asyncio.gather(*(hang_up(c.caller) for c in calls)) if e]
-        await pool.close()
+        bye_errors = await hang_up_all([c.caller for c in calls], pool)
     window = t1 - t0
-    failures = [c.caller.error for c in calls if c.caller.error]
     pairs = [(i, i + 1) for i in range(0, n_calls - 1, 2)
              if calls[i].caller.call is not None and calls[i + 1].caller.call is not None]
     decoded = [c.video.decode_sample() for c in calls]
-    setups = [c.caller.setup_s * 1000 for c in calls if c.caller.setup_s is not None]
     step: dict[str, Any] = {
-        "calls": n_calls, "meetings": n_calls // 2, "setup_failures": len(failures),
-        "setup_errors": sorted(set(failures))[:5], "dropped_during_hold": dropped,
-        "bye_errors": len(bye_errors), "setup_elapsed_s": round(setup_elapsed, 2),
-        "setup_ms_p50": percentile(setups, 50), "setup_ms_p99": percentile(setups, 99),
-        "window_s": round(window, 2),
+        **setup_figures([c.caller for c in calls], dropped=dropped, bye_errors=bye_errors,
+                        setup_elapsed=setup_elapsed, window=window),
         **_video_figures(calls, before, after, window),
         **_frame_latency(calls, pairs, (t0, t1)),
         # Where packets were lost: a full receive buffer at the gateway's media sockets (it did

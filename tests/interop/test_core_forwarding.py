@@ -22,9 +22,8 @@ from tests.support import webrtc_client as wc
 from tests.support.audio import analyse, assert_tone
 from tests.support.core_server import (
     CoreServer,
-    loop_and_reactor,
     run,
-    start_core_server,
+    serving_core,
 )
 
 pytestmark = pytest.mark.interop
@@ -38,10 +37,7 @@ A_HZ, B_HZ, C_HZ = 440, 1000, 1700
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[CoreServer]:
-    loop_and_reactor()
-    server = run(start_core_server())
-    yield server
-    run(server.stop())
+    yield from serving_core()
 
 
 class Pair:

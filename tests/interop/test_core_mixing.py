@@ -19,6 +19,7 @@ from tests.support.core_server import (
     CoreServer,
     loop_and_reactor,
     run,
+    serving_core,
     start_core_server,
 )
 
@@ -31,10 +32,7 @@ SETTLE_SECONDS = 1.0
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[CoreServer]:
-    loop_and_reactor()
-    server = run(start_core_server())
-    yield server
-    run(server.stop())
+    yield from serving_core()
 
 
 async def connected(*pcs: object) -> None:

@@ -14,7 +14,7 @@ reactor never needs ``run()`` because it is the asyncio loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -79,3 +79,12 @@ async def core_server(**options: Any) -> AsyncIterator[CoreServer]:
         yield server
     finally:
         await server.stop()
+
+
+def serving_core() -> Iterator[CoreServer]:
+    """The body of a module-scoped ``server`` fixture: one core on the shared loop for all of a
+    module's tests (``yield from serving_core()``), stopped after the last."""
+    loop_and_reactor()
+    server = run(start_core_server())
+    yield server
+    run(server.stop())
