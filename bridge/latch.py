@@ -150,8 +150,7 @@ class SourceLatch:
         if any_source is not None:
             self.any_source = any_source
         self.latched = None
-        self.strict = self.strict or (moved and not self.any_source and port is not None
-                                      and self.symmetric is True)
-        if self.any_source:
-            self.strict = False
+        # Strict once a symmetric plain-RTP peer moved; pending strictness is kept; SRTP never is.
+        self.strict = not self.any_source and (self.strict or (moved and port is not None
+                                                               and self.symmetric is True))
         log.debug("bridge.rtp.retargeted", leg=self.leg, moved=moved, strict=self.strict)
